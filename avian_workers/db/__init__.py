@@ -1,0 +1,1 @@
+"""PostgreSQL: models, engine, bulk upserts, migrations and schema checks."""

@@ -1,0 +1,190 @@
+"""JSON log lines on stdout in the platform's shape, mirrored into the Prefect run log, never a secret.
+
+Every event goes through `redact` before it is rendered, so a password, client secret, token or
+URL credential is masked whatever field (or nesting level) it sits in. Three layers catch them:
+keys whose name says "secret", values that look like credentials (URL userinfo, bearer tokens,
+JWTs, `password=` pairs), and the exact values registered with `register_secret` at run time
+(a tenant's client secret, the IMAP password), which catches a secret even under an innocent key.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+MASK = "[REDACTED]"
+
+_SECRET_KEY = re.compile(
+    r"pass(word|wd)?|secret|token|authori[sz]ation|api[-_]?key|credential|cookie|private[-_]?key"
+    r"|assertion|signature",
+    re.IGNORECASE,
+)
+# Keys that contain a secret-looking word but are safe and useful to keep.
+_SAFE_KEYS = frozenset({"token_type", "tokentype", "expires_in", "secret_name", "secretname"})
+
+_URL_USERINFO = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@"
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+_SECRET_PAIR = re.compile(
+    r"(?i)\b(?P<key>[\w-]*(?:password|passwd|secret|token|api[-_]?key)[\w-]*)"
+    r"(?P<sep>\s*[=:]\s*|\"\s*:\s*\")(?P<value>[^\s&\"',;}]+)"
+)
+
+_registered: set[str] = set()
+_registered_lock = threading.Lock()
+_registered_pattern: re.Pattern[str] | None = None
+
+# Shorter values are too likely to occur in ordinary text to be masked everywhere.
+_MIN_REGISTERED_LENGTH = 6
+
+
+def register_secret(value: str | None) -> None:
+    """Mask this exact value in every later log line, whatever field carries it."""
+    global _registered_pattern  # noqa: PLW0603 - one compiled pattern shared by all threads
+    if not value or len(value) < _MIN_REGISTERED_LENGTH:
+        return
+    with _registered_lock:
+        if value in _registered:
+            return
+        _registered.add(value)
+        ordered = sorted(_registered, key=len, reverse=True)
+        _registered_pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+
+def redact_text(text: str) -> str:
+    """Mask credentials inside a free-text string."""
+    pattern = _registered_pattern
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    text = _JWT.sub(MASK, text)
+    return _SECRET_PAIR.sub(lambda m: f"{m['key']}{m['sep']}{MASK}", text)
+
+
+def _is_secret_key(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    normalized = key.lower()
+    return normalized not in _SAFE_KEYS and _SECRET_KEY.search(normalized) is not None
+
+
+def redact(value: Any, _depth: int = 0) -> Any:
+    """Return `value` with every secret masked; containers are copied, never mutated."""
+    if _depth > 20:
+        return MASK  # pathological nesting: masking beats risking a leak
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {
+            key: MASK
+            if _is_secret_key(key) and item not in (None, "")
+            else redact(item, _depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact(item, _depth + 1) for item in value]
+    if isinstance(value, bytes | bytearray):
+        return redact_text(bytes(value).decode("utf-8", "replace"))
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Anything else (exceptions, SecretStr, URLs, models) is logged by its redacted text.
+    return redact_text(str(value))
+
+
+def _redact_event(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    return {
+        key: (MASK if _is_secret_key(key) and item not in (None, "") else redact(item))
+        for key, item in event_dict.items()
+    }
+
+
+def _iso_utc_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    now = datetime.now(UTC)
+    event_dict["timestamp"] = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return event_dict
+
+
+def _event_to_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    event_dict["message"] = str(event_dict.pop("event", ""))
+    return event_dict
+
+
+_run_log = logging.getLogger("avian_workers.run")
+
+
+def _mirror_to_prefect_run_log(_: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """Inside a flow or task run, send the (already redacted) event to the Prefect run log too."""
+    try:
+        from prefect.context import FlowRunContext, TaskRunContext
+    except ImportError:  # pragma: no cover - prefect is a hard dependency
+        return event_dict
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return event_dict
+    context = {k: v for k, v in event_dict.items() if k not in {"message", "level", "timestamp"}}
+    suffix = " ".join(f"{k}={v}" for k, v in context.items())
+    message = f"{event_dict.get('message', '')} {suffix}".rstrip()
+    _run_log.log(logging.getLevelNamesMapping().get(method.upper(), logging.INFO), message)
+    return event_dict
+
+
+def _install_prefect_handler() -> None:
+    if any(h.__class__.__name__ == "APILogHandler" for h in _run_log.handlers):
+        return
+    from prefect.logging.handlers import APILogHandler
+
+    _run_log.addHandler(APILogHandler())
+    _run_log.setLevel(logging.DEBUG)
+    _run_log.propagate = False  # stdout already has the JSON line
+
+
+def configure_logging(
+    level: str = "info",
+    *,
+    stream: TextIO | None = None,
+    context: Mapping[str, Any] | None = None,
+    mirror_to_prefect: bool = True,
+) -> None:
+    """Set up structlog once per process: JSON lines on `stream` (stdout), optional Prefect mirror."""
+    processors: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.format_exc_info,
+        _redact_event,
+        _event_to_message,
+        _iso_utc_timestamp,
+    ]
+    if mirror_to_prefect:
+        _install_prefect_handler()
+        processors.append(_mirror_to_prefect_run_log)
+    processors.append(structlog.processors.JSONRenderer(sort_keys=False))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.clear_contextvars()
+    if context:
+        structlog.contextvars.bind_contextvars(**context)
+
+
+def get_logger(**initial: Any) -> structlog.typing.FilteringBoundLogger:
+    """A logger bound to `initial` context."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(**initial)
+    return logger
+
+
+def bind(**context: Any) -> None:
+    """Add context (e.g. workerType) to every later line of this thread or task."""
+    structlog.contextvars.bind_contextvars(**context)
