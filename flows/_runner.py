@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from prefect.client.schemas.objects import State
 
-from avian_workers.logs import configure_logging, get_logger, register_secret
+from avian_workers.logs import configure_logging, get_logger
 from avian_workers.preflight import ServiceUnavailableError, check_services
 from avian_workers.settings import (
     WORKER_TYPES,
@@ -17,6 +17,7 @@ from avian_workers.settings import (
     WorkerType,
     load_settings,
 )
+from flows._common import register_configured_secrets
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -35,22 +36,6 @@ def parse_worker_type(value: str | None) -> WorkerType:
         ) from None
 
 
-def _register_configured_secrets(settings: Settings) -> None:
-    for secret in (
-        settings.database_url,
-        settings.redis_url,
-        settings.imap_password,
-        settings.imap_oauth_client_secret,
-    ):
-        if secret is not None:
-            value = secret.get_secret_value()
-            register_secret(value)
-            # The password inside a URL is a secret on its own as well.
-            if "://" in value and "@" in value:
-                userinfo = value.split("://", 1)[1].split("@", 1)[0]
-                register_secret(userinfo.partition(":")[2] or None)
-
-
 def run_worker(
     worker_name: str | None,
     parameters: Mapping[str, Any] | None = None,
@@ -67,7 +52,7 @@ def run_worker(
     except ConfigError as exc:
         log.error(f"Invalid configuration: {exc}", error=str(exc))
         return EXIT_FAILED
-    _register_configured_secrets(settings)
+    register_configured_secrets(settings)
     configure_logging(
         settings.log_level, context={"workerType": worker.value, "nodeEnv": settings.node_env}
     )

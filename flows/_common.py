@@ -1,0 +1,87 @@
+"""What every worker flow does the same way: start-up, I/O retry policy, run summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import FlowRunContext
+from prefect.tasks import exponential_backoff
+
+from avian_workers.logs import configure_logging, get_logger, register_secret
+from avian_workers.preflight import check_services
+from avian_workers.settings import Settings, WorkerType, load_settings
+
+# Retries belong on tasks that do I/O: exponential backoff (2, 4, 8 s ...) with jitter so that
+# tasks failing together do not retry together.
+IO_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    """Settings and logger of one flow run."""
+
+    worker: WorkerType
+    settings: Settings
+    log: structlog.typing.FilteringBoundLogger
+
+
+def register_configured_secrets(settings: Settings) -> None:
+    """Mask every configured password and URL credential in all later log lines."""
+    for secret in (
+        settings.database_url,
+        settings.redis_url,
+        settings.imap_password,
+        settings.imap_oauth_client_secret,
+    ):
+        if secret is None:
+            continue
+        value = secret.get_secret_value()
+        register_secret(value)
+        if "://" in value and "@" in value:  # the password inside a URL is a secret of its own
+            userinfo = value.split("://", 1)[1].split("@", 1)[0]
+            register_secret(userinfo.partition(":")[2] or None)
+
+
+def start_run(worker: WorkerType, *, preflight: bool = True) -> WorkerRun:
+    """Load and check settings, set up logging, and check PostgreSQL and Redis answer."""
+    settings = load_settings()
+    register_configured_secrets(settings)
+    context = FlowRunContext.get()
+    configure_logging(
+        settings.log_level,
+        context={
+            "workerType": worker.value,
+            "nodeEnv": settings.node_env,
+            **({"flowRunId": str(context.flow_run.id)} if context and context.flow_run else {}),
+        },
+    )
+    settings.require_for(worker)
+    if preflight:
+        check_services(settings)
+    return WorkerRun(worker=worker, settings=settings, log=get_logger())
+
+
+def publish_summary(
+    *,
+    key: str,
+    title: str,
+    rows: Sequence[Mapping[str, Any]],
+    totals: Mapping[str, Any],
+) -> None:
+    """A table artifact of `rows` and a markdown digest of `totals`, attached to the flow run."""
+    if FlowRunContext.get() is None:
+        return
+    create_table_artifact(
+        key=key, table=[dict(row) for row in rows], description=f"{title}: one row per unit"
+    )
+    lines = [f"# {title}", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in totals.items()]
+    create_markdown_artifact(key=f"{key}-summary", markdown="\n".join(lines), description=title)
