@@ -345,6 +345,24 @@ class EdrSyncState(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+class EdrDeviceIdentity(Base):
+    """Which stored device a Defender machine or Intune device is, so merged keys stay stable."""
+
+    __tablename__ = "edr_device_identities"
+    __table_args__ = (
+        PrimaryKeyConstraint("tenant_id", "source", "source_id"),
+        CheckConstraint("source IN ('defender', 'intune')", name="source"),
+        {"schema": WORKERS_SCHEMA},
+    )
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    source: Mapped[str] = mapped_column(String(20), nullable=False)
+    source_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    microsoft_device_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    aad_device_id: Mapped[str | None] = mapped_column(String(255))
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(_tz(), nullable=False, server_default=_NOW)
+
+
 MAIL_OUTCOMES = ("alert", "suppressed", "review")
 
 
@@ -446,6 +464,7 @@ class WorkerRun(Base):
 
 WORKER_TABLES: tuple[str, ...] = (
     f"{WORKERS_SCHEMA}.edr_sync_state",
+    f"{WORKERS_SCHEMA}.edr_device_identities",
     f"{WORKERS_SCHEMA}.mail_ledger",
     f"{WORKERS_SCHEMA}.mail_review",
     f"{WORKERS_SCHEMA}.firewall_host_aliases",
