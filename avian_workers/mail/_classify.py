@@ -1,0 +1,175 @@
+"""Alert type and severity words, matched on whole words only.
+
+The earlier worker searched substrings, so "allow" read as "low" and "DPI-SSL" could read as
+"IPS". Every pattern here is anchored on word boundaries, and gaps between words are bounded
+(`.{0,60}?`) so no input makes a pattern backtrack more than linearly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+Severity = Literal["critical", "high", "medium", "low", "info"]
+
+ALERT_TYPES: tuple[str, ...] = (
+    "ips_alert",
+    "vpn_down",
+    "license_expiring",
+    "wan_down",
+    "interface_down",
+    "high_cpu",
+    "high_memory",
+    "gav_alert",
+    "malware_detected",
+    "botnet_alert",
+    "atp_alert",
+    "security_alert",
+)
+GENERIC_ALERT_TYPE = "security_alert"
+
+_DOWN = r"(?:down|disconnected|offline|unreachable|lost|dropped|failed|failure|terminated)"
+
+
+def _rule(*patterns: str) -> re.Pattern[str]:
+    return re.compile("|".join(patterns), re.IGNORECASE)
+
+
+# Most specific first: "License Expiring: IPS License ..." is about the licence, "WAN Down:
+# Primary WAN Interface Offline" about the WAN, "Gateway Anti-Virus" is not generic malware.
+_TYPE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "license_expiring",
+        _rule(r"\blicen[cs]es?\b.{0,60}?\bexpir\w*", r"\bexpir\w*\b.{0,60}?\blicen[cs]es?\b"),
+    ),
+    (
+        "vpn_down",
+        _rule(
+            rf"\b(?:VPN|IPsec)\b.{{0,60}}?\b{_DOWN}\b",
+            rf"\b{_DOWN}\b.{{0,30}}?\b(?:VPN|IPsec)\b",
+            rf"\btunnels?\b.{{0,20}}?\b{_DOWN}\b",
+        ),
+    ),
+    ("wan_down", _rule(rf"\bWAN\b.{{0,60}}?\b{_DOWN}\b", rf"\b{_DOWN}\b.{{0,30}}?\bWAN\b")),
+    (
+        "interface_down",
+        _rule(
+            rf"\b(?:interface|link)\b.{{0,40}}?\b{_DOWN}\b",
+            rf"\b{_DOWN}\b.{{0,30}}?\binterface\b",
+        ),
+    ),
+    (
+        "high_cpu",
+        _rule(
+            r"\bhigh\s+CPU\b",
+            r"\bCPU\b.{0,30}?\b(?:usage|utili[sz]ation|load|high|threshold)\b",
+        ),
+    ),
+    (
+        "high_memory",
+        _rule(
+            r"\b(?:high|low)\s+memory\b",
+            r"\bmemory\b.{0,30}?\b(?:usage|utili[sz]ation|high|threshold|exhaust\w*)\b",
+        ),
+    ),
+    ("atp_alert", _rule(r"\bATP\b", r"\badvanced\s+threat\b")),
+    ("botnet_alert", _rule(r"\bbotnets?\b")),
+    ("gav_alert", _rule(r"\bgateway\s+(?:AV|anti-?virus)\b", r"\bGAV\b")),
+    ("ips_alert", _rule(r"\bIPS\b", r"\bintrusions?\b")),
+    (
+        "malware_detected",
+        _rule(r"\b(?:malware|ransomware|virus|viruses|trojan|spyware|worm)\b"),
+    ),
+)
+
+# Words that make free-text mail an alert even when no specific type applies.
+_GENERIC = _rule(
+    r"\b(?:alerts?|alarms?|threats?|attacks?|suspicious|incident|violations?)\b",
+    r"\bsecurity\s+(?:event|notification)\b",
+)
+
+_SEVERITY_WORDS: dict[str, Severity] = {
+    "critical": "critical",
+    "crit": "critical",
+    "high": "high",
+    "major": "high",
+    "medium": "medium",
+    "med": "medium",
+    "moderate": "medium",
+    "low": "low",
+    "minor": "low",
+    "info": "info",
+    "informational": "info",
+    "information": "info",
+}
+# SonicWall event priorities, by name and by syslog level (`pri=0` .. `pri=7`).
+_PRIORITY_WORDS: dict[str, Severity] = {
+    "emergency": "critical",
+    "emerg": "critical",
+    "alert": "critical",
+    "critical": "critical",
+    "crit": "critical",
+    "error": "high",
+    "err": "high",
+    "warning": "medium",
+    "warn": "medium",
+    "notice": "low",
+    "inform": "info",
+    "informational": "info",
+    "info": "info",
+    "debug": "info",
+}
+_SYSLOG_LEVELS: tuple[Severity, ...] = (
+    "critical",  # 0 emergency
+    "critical",  # 1 alert
+    "critical",  # 2 critical
+    "high",  # 3 error
+    "medium",  # 4 warning
+    "low",  # 5 notice
+    "info",  # 6 informational
+    "info",  # 7 debug
+)
+_FIRST_WORD = re.compile(r"\s*([A-Za-z]+|[0-9]+)(?![A-Za-z0-9])")
+
+
+def specific_alert_type(texts: Iterable[str]) -> str | None:
+    """The most specific alert type named in the first of `texts` that names one."""
+    for text in texts:
+        for alert_type, pattern in _TYPE_RULES:
+            if pattern.search(text):
+                return alert_type
+    return None
+
+
+def mentions_alert(texts: Iterable[str]) -> bool:
+    """True when one of `texts` uses a word that marks a generic security alert."""
+    return any(_GENERIC.search(text) for text in texts)
+
+
+def severity_word(value: str) -> Severity | None:
+    """The severity an explicit severity field states, judged by its first word only.
+
+    Contract words and their synonyms come first; SonicWall priority names ("Alert", "Error")
+    are accepted too, since firewalls put them in severity fields.
+    """
+    word = _first_word(value)
+    if word is None:
+        return None
+    return _SEVERITY_WORDS.get(word) or _PRIORITY_WORDS.get(word)
+
+
+def priority_severity(value: str) -> Severity | None:
+    """The severity of a SonicWall priority: a name (`Warning`) or a syslog level (`4`)."""
+    word = _first_word(value)
+    if word is None:
+        return None
+    if word.isdigit():
+        level = int(word) if len(word) == 1 else -1
+        return _SYSLOG_LEVELS[level] if 0 <= level < len(_SYSLOG_LEVELS) else None
+    return _PRIORITY_WORDS.get(word)
+
+
+def _first_word(value: str) -> str | None:
+    match = _FIRST_WORD.match(value)
+    return match.group(1).lower() if match else None
