@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from avian_workers.settings import WORKER_TYPES, ConfigError, load_settings
 
@@ -43,6 +44,13 @@ def _build_parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("upgrade", help="create or upgrade the tables the workers need")
     db_commands.add_parser("check", help="list missing tables, columns and type mismatches")
+
+    automations = commands.add_parser("automations", help="Prefect alerting automations")
+    automation_commands = automations.add_subparsers(dest="automations_command", required=True)
+    sync = automation_commands.add_parser(
+        "sync", help="create or update the failure, duration and no-run automations"
+    )
+    sync.add_argument("--notification-block-id", type=UUID, default=None)
     return parser
 
 
@@ -71,6 +79,21 @@ def _db(command: str) -> int:
     return 0
 
 
+def _sync_automations(notification_block_id: UUID | None) -> int:
+    from avian_workers.observability.automations import sync_automations
+
+    try:
+        result = sync_automations(notification_block_id)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"automations: {len(result.created)} created, {len(result.updated)} updated, "
+        f"{len(result.unchanged)} unchanged, {len(result.deleted)} deleted"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
@@ -78,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from flows._runner import run_worker
 
             return run_worker(args.worker, dict(args.parameters))
+        if args.command == "automations":
+            return _sync_automations(args.notification_block_id)
         return _db(args.db_command)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""What operators watch: CloudWatch metrics in log lines, and Prefect automations for alerting."""
