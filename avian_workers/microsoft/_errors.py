@@ -1,0 +1,45 @@
+"""Typed failures of the Microsoft clients; no message ever carries a secret or a token."""
+
+from __future__ import annotations
+
+
+class MicrosoftError(Exception):
+    """Base of every failure raised by avian_workers.microsoft."""
+
+
+class TenantAuthError(MicrosoftError):
+    """Entra ID refused to issue a token (an AADSTS error), or could not be reached."""
+
+    def __init__(self, message: str, *, aadsts_code: int | None = None, error: str | None = None):
+        super().__init__(message)
+        self.aadsts_code = aadsts_code
+        self.error = error
+
+
+class TokenRejectedError(MicrosoftError):
+    """An API answered 401 even to a freshly issued token."""
+
+
+class PermissionMissingError(MicrosoftError):
+    """An API answered 403: the app registration lacks the permission this dataset needs."""
+
+    def __init__(self, message: str, *, path: str):
+        super().__init__(message)
+        self.path = path
+
+
+class UnexpectedResponseError(MicrosoftError):
+    """An API answered with a status that no retry can fix (400, 404, 409 ...)."""
+
+    def __init__(self, message: str, *, status: int, path: str):
+        super().__init__(message)
+        self.status = status
+        self.path = path
+
+
+class RetriesExhaustedError(MicrosoftError):
+    """A request kept failing (429, 5xx, timeouts) for every allowed attempt."""
+
+
+class RetryBudgetExceededError(MicrosoftError):
+    """The tenant's retry budget is spent: its run stops instead of waiting any longer."""
