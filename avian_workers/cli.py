@@ -51,6 +51,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "sync", help="create or update the failure, duration and no-run automations"
     )
     sync.add_argument("--notification-block-id", type=UUID, default=None)
+
+    from blocks import cli as blocks_cli
+
+    blocks_cli.add_parser(commands)
     return parser
 
 
@@ -101,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from flows._runner import run_worker
 
             return run_worker(args.worker, dict(args.parameters))
+        if args.command == "blocks":
+            from blocks import cli as blocks_cli
+
+            return blocks_cli.run(args)
         if args.command == "automations":
             return _sync_automations(args.notification_block_id)
         return _db(args.db_command)

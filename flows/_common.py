@@ -14,6 +14,7 @@ from prefect.tasks import exponential_backoff
 from avian_workers.logs import configure_logging, get_logger, register_secret
 from avian_workers.preflight import check_services
 from avian_workers.settings import Settings, WorkerType, load_settings
+from blocks.resolve import settings_with_blocks
 
 # Retries belong on tasks that do I/O: exponential backoff (2, 4, 8 s ...) with jitter so that
 # tasks failing together do not retry together.
@@ -52,7 +53,8 @@ def register_configured_secrets(settings: Settings) -> None:
 
 def start_run(worker: WorkerType, *, preflight: bool = True) -> WorkerRun:
     """Load and check settings, set up logging, and check PostgreSQL and Redis answer."""
-    settings = load_settings()
+    # Blocks (when a Prefect API is configured) win over the environment variables they replace.
+    settings = settings_with_blocks(load_settings())
     register_configured_secrets(settings)
     context = FlowRunContext.get()
     configure_logging(

@@ -17,6 +17,7 @@ from avian_workers.settings import (
     WorkerType,
     load_settings,
 )
+from blocks.resolve import settings_with_blocks
 from flows._common import register_configured_secrets
 
 EXIT_OK = 0
@@ -48,7 +49,7 @@ def run_worker(
     log = get_logger()
     try:
         worker = parse_worker_type(worker_name)
-        settings = settings or load_settings()
+        settings = settings or settings_with_blocks(load_settings())
     except ConfigError as exc:
         log.error(f"Invalid configuration: {exc}", error=str(exc))
         return EXIT_FAILED
