@@ -12,10 +12,11 @@ test: install ## Run the whole test suite against real services (installs Doveco
 	bash scripts/ensure-dovecot.sh
 	$(ENV) uv run --frozen pytest $(PYTEST_ARGS)
 
-lint: install ## ruff (lint + format check) and mypy --strict
+lint: install ## ruff (lint + format check), mypy --strict, hadolint on the Dockerfile
 	$(ENV) uv run --frozen ruff check .
 	$(ENV) uv run --frozen ruff format --check .
 	$(ENV) uv run --frozen mypy
+	$(ENV) bash scripts/lint-dockerfile.sh
 
 format: install
 	$(ENV) uv run --frozen ruff format .
