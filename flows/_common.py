@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
+from prefect import Flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import FlowRunContext
 from prefect.tasks import exponential_backoff
 
 from avian_workers.logs import configure_logging, get_logger, register_secret
+from avian_workers.observability.emf import record_run
 from avian_workers.preflight import check_services
 from avian_workers.settings import Settings, WorkerType, load_settings
 from blocks.resolve import settings_with_blocks
@@ -87,3 +93,42 @@ def publish_summary(
     lines = [f"# {title}", "", "| | |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in totals.items()]
     create_markdown_artifact(key=f"{key}-summary", markdown="\n".join(lines), description=title)
+
+
+@runtime_checkable
+class CountsItems(Protocol):
+    """A flow result that can say what it processed, for the run's CloudWatch metrics."""
+
+    def processed_items(self) -> Mapping[str, int]: ...
+
+    def error_count(self) -> int: ...
+
+
+def emit_run_metrics(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
+    """Flow state hook: one EMF line per finished run (duration, success, items, errors)."""
+    items: Mapping[str, int] = {}
+    errors = 0 if state.is_completed() else 1
+    if state.is_completed():
+        result = state.result(raise_on_failure=False)
+        if isinstance(result, CountsItems):
+            items, errors = result.processed_items(), result.error_count()
+    started = flow_run.start_time or flow_run.expected_start_time
+    duration = (datetime.now(UTC) - started).total_seconds() if started else 0.0
+    try:
+        record_run(
+            flow.name,
+            time.monotonic() - max(duration, 0.0),
+            state.is_completed(),
+            items,
+            errors,
+            environment=os.environ.get("NODE_ENV") or os.environ.get("AVIAN_ENV"),
+        )
+    except ValueError as exc:  # a metric is never worth failing a finished run
+        get_logger().warning("Run metrics not emitted", error=str(exc))
+
+
+RUN_METRICS_HOOKS: dict[str, Any] = {
+    "on_completion": [emit_run_metrics],
+    "on_failure": [emit_run_metrics],
+    "on_crashed": [emit_run_metrics],
+}

@@ -1,0 +1,145 @@
+"""Writing rollups: one set-based upsert, merge rules, idempotence, retention in batches."""
+
+from datetime import date, timedelta
+from uuid import UUID
+
+import pytest
+from sqlalchemy import Engine, insert
+
+from avian_workers.db.models import FirewallMetricsRollup
+from avian_workers.metrics.rollup import RollupRow
+from avian_workers.metrics.store import WriteCounts, delete_rollups_before, upsert_rollups
+from tests.avian_workers.metrics.platform_data import add_devices, metrics_of, stored_rollups
+
+DAY = date(2025, 1, 9)
+
+
+def full_row(device_id: UUID, day: date = DAY, **overrides: int | None) -> RollupRow:
+    row = RollupRow(
+        device_id=device_id,
+        day=day,
+        threats_blocked=130,
+        malware_blocked=20,
+        ips_blocked=100,
+        blocked_connections=900,
+        web_filter_hits=40,
+        bandwidth_total_mb=5_000_000_000,
+        active_sessions_count=250,
+    )
+    return row._replace(**overrides)
+
+
+def write(engine: Engine, rows: list[RollupRow], *, replace_rows: bool = False) -> WriteCounts:
+    with engine.begin() as conn:
+        return upsert_rollups(conn, rows[0].day if rows else DAY, rows, replace=replace_rows)
+
+
+def test_new_rows_are_inserted_with_unknown_metrics_as_null(db: Engine) -> None:
+    first, second = add_devices(db, 2)
+    counts = write(db, [full_row(first), full_row(second, blocked_connections=None)])
+    assert counts == WriteCounts(inserted=2, updated=0)
+    stored = stored_rollups(db)
+    assert metrics_of(stored, first, DAY) == {
+        "threats_blocked": 130,
+        "malware_blocked": 20,
+        "ips_blocked": 100,
+        "blocked_connections": 900,
+        "web_filter_hits": 40,
+        "bandwidth_total_mb": 5_000_000_000,
+        "active_sessions_count": 250,
+    }
+    assert metrics_of(stored, second, DAY)["blocked_connections"] is None
+
+
+def test_rewriting_the_same_rows_changes_nothing_not_even_the_row_version(db: Engine) -> None:
+    devices = add_devices(db, 3)
+    rows = [full_row(d) for d in devices]
+    write(db, rows)
+    before = stored_rollups(db, with_identity=True)
+    assert write(db, rows) == WriteCounts(inserted=0, updated=0)
+    assert stored_rollups(db, with_identity=True) == before
+
+
+def test_merge_keeps_the_larger_total_so_less_data_never_lowers_a_row(db: Engine) -> None:
+    (device,) = add_devices(db)
+    write(db, [full_row(device)])
+    fewer_sources = full_row(
+        device,
+        ips_blocked=60,
+        threats_blocked=90,
+        blocked_connections=None,
+        bandwidth_total_mb=None,
+    )
+    assert write(db, [fewer_sources]) == WriteCounts(inserted=0, updated=0)
+    assert metrics_of(stored_rollups(db), device, DAY)["ips_blocked"] == 100
+
+
+def test_merge_raises_a_total_when_late_data_adds_to_it(db: Engine) -> None:
+    (device,) = add_devices(db)
+    write(db, [full_row(device, blocked_connections=None)])
+    assert write(db, [full_row(device, ips_blocked=150, threats_blocked=180)]) == WriteCounts(
+        inserted=0, updated=1
+    )
+    stored = metrics_of(stored_rollups(db), device, DAY)
+    assert (stored["ips_blocked"], stored["threats_blocked"]) == (150, 180)
+    assert stored["blocked_connections"] == 900
+
+
+def test_sessions_are_a_gauge_the_latest_known_reading_wins(db: Engine) -> None:
+    (device,) = add_devices(db)
+    write(db, [full_row(device, active_sessions_count=250)])
+    write(db, [full_row(device, active_sessions_count=120)])
+    assert metrics_of(stored_rollups(db), device, DAY)["active_sessions_count"] == 120
+    write(db, [full_row(device, active_sessions_count=None)])
+    assert metrics_of(stored_rollups(db), device, DAY)["active_sessions_count"] == 120
+
+
+def test_replace_overwrites_the_stored_row_with_the_computed_one(db: Engine) -> None:
+    (device,) = add_devices(db)
+    with db.begin() as conn:  # a row as the earlier worker wrote it: today's counters, wrong day
+        conn.execute(
+            insert(FirewallMetricsRollup).values(
+                device_id=device, date=DAY, threats_blocked=9_999, ips_blocked=9_999
+            )
+        )
+    computed = full_row(device, blocked_connections=None)
+    assert write(db, [computed], replace_rows=True) == WriteCounts(inserted=0, updated=1)
+    stored = metrics_of(stored_rollups(db), device, DAY)
+    assert (stored["threats_blocked"], stored["ips_blocked"]) == (130, 100)
+    assert stored["blocked_connections"] is None
+
+
+def test_rows_of_another_day_are_refused(db: Engine) -> None:
+    (device,) = add_devices(db)
+    with db.begin() as conn, pytest.raises(ValueError, match="every row must be of"):
+        upsert_rollups(conn, DAY, [full_row(device, day=DAY + timedelta(days=1))])
+
+
+def test_a_device_twice_in_one_write_is_refused(db: Engine) -> None:
+    (device,) = add_devices(db)
+    with db.begin() as conn, pytest.raises(ValueError, match="appears twice"):
+        upsert_rollups(conn, DAY, [full_row(device), full_row(device)])
+
+
+def test_nothing_to_write_is_no_statement(db: Engine) -> None:
+    assert write(db, []) == WriteCounts()
+
+
+def test_retention_deletes_older_rows_in_batches_and_keeps_the_rest(db: Engine) -> None:
+    devices = add_devices(db, 5)
+    cutoff = date(2024, 1, 10)
+    old = [full_row(d, day=cutoff - timedelta(days=1)) for d in devices]
+    kept = [full_row(d, day=cutoff) for d in devices[:2]]
+    write(db, old)
+    write(db, kept)
+
+    assert delete_rollups_before(db, cutoff, batch_size=2) == 5
+
+    remaining = stored_rollups(db)
+    assert {(r["device_id"], r["date"]) for r in remaining} == {(d, cutoff) for d in devices[:2]}
+    assert delete_rollups_before(db, cutoff, batch_size=2) == 0
+
+
+def test_retention_batch_size_must_be_positive(db: Engine) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        delete_rollups_before(db, DAY, batch_size=0)
