@@ -19,7 +19,9 @@ def _emf_lines(output: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.usefixtures("prefect_server", "redis_prefix")
-def test_completed_run_emits_success_and_item_counts(db: Engine, capfd: pytest.CaptureFixture[str]) -> None:
+def test_completed_run_emits_success_and_item_counts(
+    db: Engine, capfd: pytest.CaptureFixture[str]
+) -> None:
     yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
     state = metrics_aggregation(start_date=yesterday, end_date=yesterday, return_state=True)
     assert state.is_completed()
