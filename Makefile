@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV := source scripts/env.sh &&
 
-.PHONY: install test test-fast lint format typecheck run db-upgrade db-check bench clean
+.PHONY: install test test-fast lint format typecheck run db-upgrade db-check bench clean demo
 
 install: ## Create .venv from the lock file
 	$(ENV) uv sync --frozen
@@ -21,6 +21,9 @@ lint: install ## ruff (lint + format check), mypy --strict, hadolint on the Dock
 format: install
 	$(ENV) uv run --frozen ruff format .
 	$(ENV) uv run --frozen ruff check --fix .
+
+demo: install ## All three workers through Prefect on services started for the occasion (docs/demo.md) [ARGS="--days 7"]
+	$(ENV) uv run --frozen python -m avian_workers.demo $(ARGS)
 
 run: install ## Run one worker in this process: make run WORKER=edr-polling [ARGS="start_date=2026-11-01"]
 	$(ENV) uv run --frozen avian-workers run $(WORKER) $(ARGS)

@@ -363,6 +363,21 @@ class EdrDeviceIdentity(Base):
     updated_at: Mapped[datetime] = mapped_column(_tz(), nullable=False, server_default=_NOW)
 
 
+class EdrSecureScore(Base):
+    """Microsoft Secure Score per tenant and day, where the tenant's app may read it."""
+
+    __tablename__ = "edr_secure_scores"
+    __table_args__ = (PrimaryKeyConstraint("tenant_id", "score_date"), {"schema": WORKERS_SCHEMA})
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    score_date: Mapped[date] = mapped_column(Date, nullable=False)
+    current_score: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
+    max_score: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    active_user_count: Mapped[int | None] = mapped_column(Integer)
+    licensed_user_count: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(_tz(), nullable=False)
+    fetched_at: Mapped[datetime] = mapped_column(_tz(), nullable=False, server_default=_NOW)
+
+
 MAIL_OUTCOMES = ("alert", "suppressed", "review")
 
 
@@ -372,6 +387,13 @@ class MailLedgerEntry(Base):
     __tablename__ = "mail_ledger"
     __table_args__ = (
         UniqueConstraint("message_key", "raw_sha256"),
+        # Messages committed but not yet filed in the mailbox: what a run must finish filing.
+        Index(
+            "ix_mail_ledger_unfiled",
+            "mailbox",
+            "uidvalidity",
+            postgresql_where=text("marked_at IS NULL"),
+        ),
         CheckConstraint(
             "outcome IN (" + ", ".join(f"'{o}'" for o in MAIL_OUTCOMES) + ")", name="outcome"
         ),
@@ -465,6 +487,7 @@ class WorkerRun(Base):
 WORKER_TABLES: tuple[str, ...] = (
     f"{WORKERS_SCHEMA}.edr_sync_state",
     f"{WORKERS_SCHEMA}.edr_device_identities",
+    f"{WORKERS_SCHEMA}.edr_secure_scores",
     f"{WORKERS_SCHEMA}.mail_ledger",
     f"{WORKERS_SCHEMA}.mail_review",
     f"{WORKERS_SCHEMA}.firewall_host_aliases",

@@ -7,13 +7,16 @@ some column really changed (`WHERE ... IS DISTINCT FROM excluded...`): unchanged
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table, and_, func, or_, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql.elements import ColumnElement
+
+Merge = Callable[[ColumnElement[Any], ColumnElement[Any]], ColumnElement[Any]]
+"""The value an upsert writes to a column, from (stored column, incoming value)."""
 
 
 def _table(target: Table | type[DeclarativeBase]) -> Table:
@@ -41,12 +44,15 @@ def upsert(
     update: Sequence[str] | None = None,
     touch: str | None = "updated_at",
     returning: Sequence[str] = (),
+    merge: Mapping[str, Merge] | None = None,
 ) -> list[tuple[Any, ...]]:
     """Insert `rows` or update the existing row with the same `key`; returns `returning` columns.
 
-    `update` defaults to every column given in the rows except the key. `touch`, when the table
-    has that column, is set to now() only on rows whose values changed. Rows returned are those
-    inserted or changed (unchanged rows are not returned by PostgreSQL).
+    `update` defaults to every column given in the rows except the key. `merge` gives, per
+    updated column, the new value from the stored and the incoming one (e.g. GREATEST) where
+    the incoming value must not simply win. `touch`, when the table has that column, is set to
+    now() only on rows whose values changed. Rows returned are those inserted or changed
+    (unchanged rows are not returned by PostgreSQL).
     """
     table = _table(target)
     batch = dedupe_on_key(rows, key)
@@ -55,10 +61,14 @@ def upsert(
     columns = update if update is not None else [c for c in batch[0] if c not in key]
     stmt = insert(table)
     excluded = stmt.excluded
+    merge = merge or {}
+    set_: dict[str, Any] = {
+        name: merge[name](table.c[name], excluded[name]) if name in merge else excluded[name]
+        for name in columns
+    }
     changed: list[ColumnElement[bool]] = [
-        table.c[name].is_distinct_from(excluded[name]) for name in columns
+        table.c[name].is_distinct_from(value) for name, value in set_.items()
     ]
-    set_: dict[str, Any] = {name: excluded[name] for name in columns}
     if touch is not None and touch in table.c and touch not in set_:
         set_[touch] = func.now()
     if set_:

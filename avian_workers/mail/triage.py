@@ -1,0 +1,277 @@
+"""What one fetched message becomes: alerts for known firewalls, or a review record and why.
+
+Pure functions of the raw bytes, the mailbox identity of the message and the device directory;
+no I/O. `identify` gives the ledger key before anything is parsed, so a message already handled
+is never parsed again. `triage` never raises for a message, whatever its bytes: a parse error or
+an unexpected exception becomes a review outcome that names the reason, so one odd message can
+never fail its batch.
+
+Decisions worth knowing:
+- Ledger key: the Message-ID header, or `uid:<uidvalidity>:<uid>` when there is none, together
+  with the SHA-256 of the raw bytes. A copy of a handled message (same Message-ID, same bytes)
+  is therefore never turned into a second alert.
+- Event time: the parser's (body or Date header), else the server's INTERNALDATE (receipt),
+  else the processing time; `metadata["occurred_at_source"]` says which.
+- Storm fingerprint: device, alert type and the normalised message (`match.alert_fingerprint`),
+  plus the source and destination IP addresses when the mail states them, so two attackers
+  sending the same signature are two events, never one.
+- A mail whose events partly match no device keeps the matched ones as alerts and the rest in
+  a review record (reason `unknown_device`) with the parsed events, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any, Literal
+from uuid import UUID
+
+from avian_workers.mail._text import header_text, storable
+from avian_workers.mail.match import DeviceDirectory, KnownDevice, MatchedBy, alert_fingerprint
+from avian_workers.mail.parse import MailParseError, ParsedAlert, parse_alert_email
+
+__all__ = [
+    "REVIEW_REASONS",
+    "DeviceAlert",
+    "MessageIdentity",
+    "MessageKey",
+    "Review",
+    "ReviewReason",
+    "TriagedMessage",
+    "identify",
+    "parsed_alert_json",
+    "triage",
+]
+
+ReviewReason = Literal[
+    "not_alert", "unparseable", "processing_error", "unknown_device", "store_failed"
+]
+"""Why mail is kept for review; `store_failed` is given by the store, never by `triage`."""
+REVIEW_REASONS: tuple[ReviewReason, ...] = (
+    "not_alert",
+    "unparseable",
+    "processing_error",
+    "unknown_device",
+    "store_failed",
+)
+
+OccurredAtSource = Literal["parsed", "received_at", "processed_at"]
+
+_MAX_HEADER_CHARS = 998  # RFC 5322 line limit, as the parser keeps them
+_MAX_DETAIL_CHARS = 2000
+_HEADER_PARSER = BytesHeaderParser(policy=compat32)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MessageKey:
+    """The ledger key of a message: Message-ID (or mailbox UID) and the hash of its bytes."""
+
+    message_key: str
+    raw_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageIdentity:
+    """Who a fetched message is: its ledger key, where it sits, and what its headers say."""
+
+    key: MessageKey
+    uidvalidity: int
+    uid: int
+    message_id: str | None
+    subject: str | None
+    sender: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAlert:
+    """A parsed alert matched to a firewall, with the time and fingerprint storms are kept by."""
+
+    alert: ParsedAlert
+    device: KnownDevice
+    matched_by: MatchedBy
+    candidates: tuple[UUID, ...]
+    fingerprint: str
+    occurred_at: datetime  # aware, UTC
+    occurred_at_source: OccurredAtSource
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """Why (part of) a message is kept for an operator, with the events no device matched."""
+
+    reason: ReviewReason
+    detail: str
+    unmatched: tuple[ParsedAlert, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TriagedMessage:
+    """One message decided: alerts to store, a review record to keep, or both."""
+
+    identity: MessageIdentity
+    raw: bytes
+    received_at: datetime | None
+    alerts: tuple[DeviceAlert, ...]
+    review: Review | None
+
+    def __post_init__(self) -> None:
+        if not self.alerts and self.review is None:
+            raise ValueError("a triaged message has alerts, a review record, or both")
+
+    @property
+    def key(self) -> MessageKey:
+        return self.identity.key
+
+
+def identify(raw: bytes, *, uidvalidity: int, uid: int) -> MessageIdentity:
+    """The ledger key and header facts of a message, from its header section only."""
+    message_id = subject = sender = None
+    try:
+        headers = _HEADER_PARSER.parsebytes(raw, headersonly=True)
+        message_id = _header(headers.get("Message-ID"))
+        subject = _header(headers.get("Subject"))
+        sender = _header(headers.get("From"))
+    except Exception:  # noqa: S110 - unreadable headers: the UID names the message instead
+        pass
+    key = message_id or f"uid:{uidvalidity}:{uid}"
+    return MessageIdentity(
+        key=MessageKey(key, hashlib.sha256(raw).hexdigest()),
+        uidvalidity=uidvalidity,
+        uid=uid,
+        message_id=message_id,
+        subject=subject,
+        sender=sender,
+    )
+
+
+def triage(
+    identity: MessageIdentity,
+    raw: bytes,
+    *,
+    received_at: datetime | None,
+    directory: DeviceDirectory,
+    now: datetime,
+) -> TriagedMessage:
+    """Parse and match one message; every failure becomes a review outcome, never an exception."""
+
+    def review(reason: ReviewReason, detail: str) -> TriagedMessage:
+        return TriagedMessage(identity, raw, received_at, (), Review(reason, _clip(detail)))
+
+    try:
+        parsed = parse_alert_email(raw)
+    except MailParseError as exc:
+        return review("unparseable", str(exc))
+    except Exception as exc:  # a parser bug must not cost the batch; the mail is kept
+        return review("processing_error", f"parser raised {type(exc).__name__}: {exc}")
+    if not parsed.alerts:
+        return review("not_alert", parsed.not_alert_reason or "no alert found")
+    try:
+        matched, unmatched = _match(parsed.alerts, directory, received_at=received_at, now=now)
+    except Exception as exc:
+        return review("processing_error", f"matching raised {type(exc).__name__}: {exc}")
+    return TriagedMessage(
+        identity,
+        raw,
+        received_at,
+        matched,
+        Review("unknown_device", _unmatched_detail(unmatched), unmatched) if unmatched else None,
+    )
+
+
+def parsed_alert_json(alert: ParsedAlert) -> dict[str, Any]:
+    """A parsed alert as JSON, for review records of events no device matched."""
+    return {
+        "alert_type": alert.alert_type,
+        "severity": alert.severity,
+        "occurred_at": _iso(alert.occurred_at) if alert.occurred_at else None,
+        "serial_number": alert.serial_number,
+        "management_ip": alert.management_ip,
+        "hostname": alert.hostname,
+        "message": alert.message,
+        "metadata": alert.metadata,
+    }
+
+
+def _match(
+    alerts: tuple[ParsedAlert, ...],
+    directory: DeviceDirectory,
+    *,
+    received_at: datetime | None,
+    now: datetime,
+) -> tuple[tuple[DeviceAlert, ...], tuple[ParsedAlert, ...]]:
+    matched: list[DeviceAlert] = []
+    unmatched: list[ParsedAlert] = []
+    for alert in alerts:
+        found = directory.match(alert)
+        if found.device is None or found.matched_by is None:
+            unmatched.append(alert)
+            continue
+        occurred_at, source = _event_time(alert, received_at, now)
+        matched.append(
+            DeviceAlert(
+                alert=alert,
+                device=found.device,
+                matched_by=found.matched_by,
+                candidates=found.candidates,
+                fingerprint=alert_fingerprint(
+                    found.device.device_id, alert.alert_type, _fingerprint_text(alert)
+                ),
+                occurred_at=occurred_at,
+                occurred_at_source=source,
+            )
+        )
+    return tuple(matched), tuple(unmatched)
+
+
+def _event_time(
+    alert: ParsedAlert, received_at: datetime | None, now: datetime
+) -> tuple[datetime, OccurredAtSource]:
+    if alert.occurred_at is not None:
+        return alert.occurred_at, "parsed"
+    if received_at is not None:
+        return received_at, "received_at"
+    return now, "processed_at"
+
+
+def _fingerprint_text(alert: ParsedAlert) -> str:
+    """The message, plus the endpoints' addresses (ports change per connection, so not those)."""
+    parts = [alert.message]
+    for name in ("src", "dst"):
+        endpoint = alert.metadata.get(name)
+        address = endpoint.get("ip") if isinstance(endpoint, dict) else None
+        if address:
+            parts.append(f"{name}={address}")
+    return " ".join(parts)
+
+
+def _unmatched_detail(unmatched: tuple[ParsedAlert, ...]) -> str:
+    first = unmatched[0]
+    identifiers = ", ".join(
+        f"{label} {value}"
+        for label, value in (
+            ("serial number", first.serial_number),
+            ("management IP", first.management_ip),
+            ("host name", first.hostname),
+        )
+        if value
+    )
+    stated = identifiers or "no device identifier"
+    events = "1 event matches" if len(unmatched) == 1 else f"{len(unmatched)} events match"
+    return _clip(f"{events} no firewall device (first states {stated})")
+
+
+def _header(value: Any) -> str | None:
+    text = header_text(value)
+    return text[:_MAX_HEADER_CHARS] if text else None
+
+
+def _clip(text: str) -> str:
+    text = storable(text)
+    return text if len(text) <= _MAX_DETAIL_CHARS else text[: _MAX_DETAIL_CHARS - 1] + "…"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,251 @@
+"""Dataset syncs against the Microsoft simulator and PostgreSQL, without Prefect."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from avian_workers.db.models import EdrAlert, EdrCompliance, EdrDeviceVulnerability
+from avian_workers.edr.store import ALERTS, TenantStore
+from avian_workers.edr.sync import (
+    DatasetReport,
+    TenantReport,
+    alert_window_start,
+    microsoft_config,
+    sync_alerts,
+    sync_compliance_rules,
+    sync_defender_devices,
+    sync_intune_devices,
+    sync_vulnerabilities,
+    tenant_outcome,
+)
+from avian_workers.microsoft import HttpPolicy, TenantClients, open_tenant
+from avian_workers.settings import Settings
+from avian_workers.simulator import SimulatedTenant
+from tests.avian_workers.edr.tenants import add_tenant_row
+from tests.plugins.microsoft_simulator import MicrosoftSimulatorHandle
+
+QUICK = HttpPolicy(backoff_base=0.01, backoff_max=0.05, retry_budget_seconds=30)
+BACKFILL = timedelta(days=7)
+OVERLAP = timedelta(minutes=10)
+
+
+@pytest.fixture
+def simulated(microsoft_simulator: MicrosoftSimulatorHandle) -> SimulatedTenant:
+    return microsoft_simulator.add_tenant(devices=30, alerts=12, cves=10, graph_page_size=5)
+
+
+@pytest.fixture
+def clients(
+    microsoft_simulator: MicrosoftSimulatorHandle, simulated: SimulatedTenant
+) -> Iterator[TenantClients]:
+    with open_tenant(
+        microsoft_simulator.credentials(simulated),
+        microsoft_simulator.endpoints(),
+        QUICK,
+        ca_bundle=str(microsoft_simulator.ca_bundle),
+    ) as opened:
+        yield opened
+
+
+@pytest.fixture
+def store(db: Engine) -> TenantStore:
+    return TenantStore(db, add_tenant_row(db))
+
+
+def alert_count(engine: Engine, tenant_id: uuid.UUID) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(EdrAlert).where(EdrAlert.tenant_id == tenant_id)
+            ).scalar_one()
+        )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def test_settings_map_onto_the_microsoft_client_config() -> None:
+    settings = Settings(
+        ms_graph_base_url="https://graph.example",
+        ms_defender_base_url="https://defender.example",
+        ms_authority_host="https://login.example",
+        http_max_attempts=3,
+        tenant_retry_budget_seconds=42,
+        defender_calls_per_minute=50,
+    )
+    endpoints, policy = microsoft_config(settings)
+    assert (endpoints.graph_base_url, endpoints.defender_base_url, endpoints.authority_host) == (
+        "https://graph.example",
+        "https://defender.example",
+        "https://login.example",
+    )
+    assert (policy.max_attempts, policy.retry_budget_seconds) == (3, 42)
+    assert policy.defender_calls_per_minute == 50
+
+
+def test_the_first_sweep_backfills_the_window_and_later_ones_start_before_the_watermark() -> None:
+    moment = datetime(2024, 12, 9, 10, tzinfo=UTC)
+    assert alert_window_start(None, now=moment, backfill=BACKFILL, overlap=OVERLAP) == (
+        moment - BACKFILL
+    )
+    assert alert_window_start(moment, now=moment, backfill=BACKFILL, overlap=OVERLAP) == (
+        moment - OVERLAP
+    )
+
+
+def test_alerts_older_than_the_backfill_window_are_not_read_on_the_first_run(
+    clients: TenantClients, store: TenantStore, simulated: SimulatedTenant, db: Engine
+) -> None:
+    simulated.add_alert(now() - timedelta(days=8))
+
+    report = sync_alerts(
+        clients.graph, store, store.device_index(), now=now(), backfill=BACKFILL, overlap=OVERLAP
+    )
+
+    assert report.rows == alert_count(db, store.tenant_id) == len(simulated.alerts()) - 1
+
+
+def test_a_rejected_alert_holds_the_watermark_back_so_it_is_read_again(
+    clients: TenantClients, store: TenantStore, simulated: SimulatedTenant, db: Engine
+) -> None:
+    alerts = simulated.alerts()
+    broken = alerts[3]
+    simulated.update_alert(broken["id"], broken["lastUpdateDateTime"], severity="catastrophic")
+
+    report = sync_alerts(
+        clients.graph, store, store.device_index(), now=now(), backfill=BACKFILL, overlap=OVERLAP
+    )
+
+    assert (report.status, report.rejected, report.rows) == ("ok", 1, len(alerts) - 1)
+    assert report.is_warning
+    state = store.sync_state(ALERTS)
+    assert state is not None
+    assert state.watermark is not None
+    assert state.watermark.isoformat().startswith(broken["lastUpdateDateTime"][:19])
+
+    simulated.update_alert(broken["id"], broken["lastUpdateDateTime"], severity="high")
+    sync_alerts(
+        clients.graph, store, store.device_index(), now=now(), backfill=BACKFILL, overlap=OVERLAP
+    )
+    assert alert_count(db, store.tenant_id) == len(alerts)
+
+
+def test_unreadable_compliance_policies_leave_failed_rules_unknown(
+    microsoft_simulator: MicrosoftSimulatorHandle,
+    clients: TenantClients,
+    store: TenantStore,
+    simulated: SimulatedTenant,
+    db: Engine,
+) -> None:
+    microsoft_simulator.simulator.set_faults(
+        simulated.spec.tenant_id, forbidden=frozenset({"compliancePolicies"})
+    )
+    index = store.device_index()
+    sync_defender_devices(clients.defender, store, index, page_size=7)
+
+    rules = sync_compliance_rules(clients.graph)
+    devices, compliance = sync_intune_devices(
+        clients.graph, store, index, rules.by_device, checked_at=now()
+    )
+
+    assert (rules.report.status, rules.by_device) == ("forbidden", None)
+    assert devices.status == "ok"
+    assert compliance.status == "partial"
+    with db.connect() as conn:
+        unknown = conn.execute(
+            select(func.count())
+            .select_from(EdrCompliance)
+            .where(EdrCompliance.failed_rules.is_(None))
+        ).scalar_one()
+    assert unknown == compliance.rows == len(simulated.managed_devices())
+
+
+def test_failing_policy_statuses_become_the_devices_failed_rules(
+    clients: TenantClients, store: TenantStore, simulated: SimulatedTenant, db: Engine
+) -> None:
+    index = store.device_index()
+    sync_defender_devices(clients.defender, store, index, page_size=7)
+    rules = sync_compliance_rules(clients.graph)
+    sync_intune_devices(clients.graph, store, index, rules.by_device, checked_at=now())
+
+    expected = {
+        d["deviceName"]
+        for d in simulated.managed_devices()
+        if d["complianceState"] in {"noncompliant", "inGracePeriod", "error"}
+    }
+    with db.connect() as conn:
+        failing = conn.execute(
+            select(EdrCompliance.compliance_state, EdrCompliance.failed_rules).where(
+                func.jsonb_array_length(EdrCompliance.failed_rules) > 0
+            )
+        ).all()
+    assert len(failing) == len(expected)
+    for state, failed_rules in failing:
+        assert state in {"noncompliant", "inGracePeriod", "error"}
+        assert {rule["status"] for rule in failed_rules} <= {"nonCompliant", "error"}
+
+
+def test_patched_vulnerabilities_lose_their_device_links_on_the_next_sweep(
+    microsoft_simulator: MicrosoftSimulatorHandle,
+    clients: TenantClients,
+    store: TenantStore,
+    db: Engine,
+) -> None:
+    index = store.device_index()
+    sync_defender_devices(clients.defender, store, index, page_size=7)
+    first = sync_vulnerabilities(clients.defender, store, index, now=now(), page_size=7)
+    assert first.rows > 0
+
+    # The same machines later report no vulnerable software at all.
+    other = microsoft_simulator.add_tenant(devices=30, cves=10, cves_per_device=0)
+    with open_tenant(
+        microsoft_simulator.credentials(other),
+        microsoft_simulator.endpoints(),
+        QUICK,
+        ca_bundle=str(microsoft_simulator.ca_bundle),
+    ) as patched:
+        report = sync_vulnerabilities(patched.defender, store, index, now=now(), page_size=7)
+
+    assert report.detail == f"{first.rows} links no longer listed were removed"
+    with db.connect() as conn:
+        assert (
+            conn.execute(select(func.count()).select_from(EdrDeviceVulnerability)).scalar_one() == 0
+        )
+
+
+def test_a_tenant_fails_on_any_failed_dataset_and_warns_on_forbidden_or_rejected_ones() -> None:
+    ok = DatasetReport("alerts", "ok", rows=3)
+    assert tenant_outcome([ok], None) == "succeeded"
+    assert tenant_outcome([ok, DatasetReport("secure score", "forbidden")], None) == "warning"
+    assert tenant_outcome([DatasetReport("alerts", "ok", rows=3, rejected=1)], None) == "warning"
+    assert tenant_outcome([ok, DatasetReport("vulnerabilities", "failed")], None) == "failed"
+    assert tenant_outcome([], "AADSTS7000215") == "failed"
+
+
+def test_a_tenants_table_row_has_rows_per_dataset_outcome_duration_and_error() -> None:
+    report = TenantReport(
+        "id",
+        "Contoso",
+        "warning",
+        (
+            DatasetReport("alerts", "ok", rows=12),
+            DatasetReport("secure score", "forbidden", detail="403 on /secureScores"),
+            DatasetReport("vulnerabilities", "cached"),
+        ),
+        duration_seconds=3.14159,
+    )
+    row = report.table_row()
+    assert row["tenant"] == "Contoso"
+    assert row["outcome"] == "warning"
+    assert row["alerts"] == 12
+    assert row["secure score"] == "0 (forbidden)"
+    assert row["vulnerabilities"] == "0 (cached)"
+    assert row["defender devices"] == "not run"
+    assert row["duration (s)"] == 3.1
+    assert row["error"] == "secure score: 403 on /secureScores"

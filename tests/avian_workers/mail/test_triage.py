@@ -1,0 +1,154 @@
+"""Triage: what each message becomes, decided without I/O and never by raising."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from avian_workers.mail.match import DeviceDirectory, KnownDevice
+from avian_workers.mail.triage import TriagedMessage, identify, triage
+from tests.avian_workers.mail.emails import all_real_emails, fixture, make_mail, seed
+
+HQ = KnownDevice(
+    device_id=UUID("00000000-0000-0000-0000-00000000000a"),
+    tenant_id=UUID("aaaaaaaa-0000-0000-0000-000000000001"),
+    serial_number="C0EAE4B2C3F1",
+    management_ip="192.168.1.1",
+    status="active",
+)
+DIRECTORY = DeviceDirectory([HQ], [])
+NOW = datetime(2025, 1, 10, 12, 0, tzinfo=UTC)
+RECEIVED = datetime(2025, 1, 9, 23, 59, 30, tzinfo=UTC)
+
+
+def triaged(raw: bytes, *, received_at: datetime | None = RECEIVED) -> TriagedMessage:
+    return triage(
+        identify(raw, uidvalidity=7, uid=3),
+        raw,
+        received_at=received_at,
+        directory=DIRECTORY,
+        now=NOW,
+    )
+
+
+def test_message_key_is_the_message_id_and_the_hash_of_the_raw_bytes() -> None:
+    raw = seed("ips-critical-01.eml")
+
+    identity = identify(raw, uidvalidity=7, uid=3)
+
+    assert identity.key.message_key == "<ips-001@sonicwall.example.com>"
+    assert identity.key.raw_sha256 == hashlib.sha256(raw).hexdigest()
+    assert identity.subject == "IPS Alert: Critical Intrusion Attempt Detected"
+    assert identity.sender == "alerts@sonicwall.example.com"
+
+
+def test_message_without_message_id_is_keyed_by_uidvalidity_and_uid() -> None:
+    identity = identify(fixture("no-message-id.eml"), uidvalidity=7, uid=3)
+
+    assert identity.key.message_key == "uid:7:3"
+    assert identity.message_id is None
+
+
+def test_matched_alert_carries_device_fingerprint_and_the_parsed_time() -> None:
+    message = triaged(seed("ips-critical-01.eml"))
+
+    (alert,) = message.alerts
+    assert message.review is None
+    assert (alert.device, alert.matched_by) == (HQ, "serial_number")
+    assert alert.occurred_at == datetime(2025, 12, 8, 19, 23, 45, tzinfo=UTC)
+    assert alert.occurred_at_source == "parsed"
+    assert len(alert.fingerprint) == 64
+
+
+def test_event_without_any_time_takes_the_receipt_time_then_the_processing_time() -> None:
+    raw = make_mail("Serial Number: C0EAE4B2C3F1\n", subject="IPS Alert", date=None)
+
+    (received,) = triaged(raw).alerts
+    (processed,) = triaged(raw, received_at=None).alerts
+
+    assert (received.occurred_at, received.occurred_at_source) == (RECEIVED, "received_at")
+    assert (processed.occurred_at, processed.occurred_at_source) == (NOW, "processed_at")
+
+
+def test_same_signature_from_two_sources_has_two_fingerprints() -> None:
+    def from_source(address: str) -> str:
+        body = f"Serial Number: C0EAE4B2C3F1\nSource IP: {address}\nSource Port: 5{address[-1]}\n"
+        (alert,) = triaged(make_mail(body, subject="IPS Alert: SQL Injection")).alerts
+        return alert.fingerprint
+
+    assert from_source("203.0.113.1") != from_source("203.0.113.2")
+    assert from_source("203.0.113.1") == from_source("203.0.113.1")
+
+
+def test_readings_that_change_between_repeats_do_not_change_the_fingerprint() -> None:
+    def at_usage(percent: int) -> str:
+        raw = make_mail(
+            "Serial Number: C0EAE4B2C3F1\n", subject=f"High CPU: CPU Usage at {percent}%"
+        )
+        (alert,) = triaged(raw).alerts
+        return alert.fingerprint
+
+    assert at_usage(87) == at_usage(91)
+
+
+def test_unknown_firewall_is_a_review_with_the_unmatched_event() -> None:
+    message = triaged(seed("unknown-device-01.eml"))
+
+    assert message.alerts == ()
+    assert message.review is not None
+    assert message.review.reason == "unknown_device"
+    assert [event.serial_number for event in message.review.unmatched] == ["UNKNOWN-SERIAL-999"]
+
+
+def test_digest_keeps_matched_rows_as_alerts_and_the_unmatched_row_for_review() -> None:
+    message = triaged(fixture("csv-digest-four-events.eml"))
+
+    assert len(message.alerts) == 3
+    assert message.review is not None
+    assert message.review.reason == "unknown_device"
+    assert message.review.detail.startswith("1 event matches no firewall device")
+
+
+def test_mail_that_is_not_an_alert_is_a_review_with_the_parsers_reason() -> None:
+    message = triaged(fixture("non-alert-maintenance.eml"))
+
+    assert message.alerts == ()
+    assert message.review is not None
+    assert message.review.reason == "not_alert"
+
+
+def test_unreadable_bytes_are_a_review_saying_why() -> None:
+    message = triaged(b"\x00\x01 not a mail at all")
+
+    assert message.review is not None
+    assert message.review.reason == "unparseable"
+    assert message.review.detail
+    assert message.identity.key.message_key == "uid:7:3"
+
+
+REAL = tuple(all_real_emails().values())
+
+
+@settings(
+    max_examples=150,
+    deadline=timedelta(seconds=1),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    st.one_of(
+        st.binary(max_size=2000),
+        st.tuples(st.sampled_from(REAL), st.binary(max_size=64), st.integers(0, 4000)).map(
+            lambda parts: parts[0][: parts[2]] + parts[1] + parts[0][parts[2] :]
+        ),
+    )
+)
+def test_any_bytes_become_a_triaged_message_never_an_exception(raw: bytes) -> None:
+    message = triaged(raw)
+
+    assert message.alerts or message.review is not None
+    if message.review is not None:
+        assert "\x00" not in message.review.detail
