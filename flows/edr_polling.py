@@ -75,7 +75,7 @@ from avian_workers.redis_store import RedisKeys, connect
 from avian_workers.secrets_manager import TenantSecretError
 from avian_workers.settings import Settings, WorkerType
 from blocks.resolve import TenantCredentialsProvider, tenant_credentials_provider
-from flows._common import IO_RETRIES, publish_summary, start_run
+from flows._common import IO_RETRIES, RUN_METRICS_HOOKS, publish_summary, start_run
 
 LOCK_SCOPE: Final = "edr-tenant"
 
@@ -422,6 +422,22 @@ class PollingSummary:
             "skipped (locked)": self.count("locked"),
         }
 
+    def processed_items(self) -> dict[str, int]:
+        """Counts for the run's CloudWatch metrics: tenants by outcome, rows per dataset."""
+        items = {
+            "tenants_succeeded": self.count("succeeded", "warning"),
+            "tenants_failed": self.count("failed"),
+        }
+        for tenant in self.tenants:
+            for report in tenant.datasets:
+                key = "rows_" + report.dataset.replace(" ", "_")
+                items[key] = items.get(key, 0) + report.rows
+        return items
+
+    def error_count(self) -> int:
+        """Failed tenants."""
+        return self.count("failed")
+
     @property
     def every_tenant_failed(self) -> bool:
         return bool(self.tenants) and self.count("failed") == len(self.tenants)
@@ -437,7 +453,7 @@ def _report_of(tenant: TenantRow, future: PrefectFuture[TenantReport]) -> Tenant
     return report
 
 
-@flow(name="edr-polling", validate_parameters=True, persist_result=False)
+@flow(name="edr-polling", validate_parameters=True, persist_result=False, **RUN_METRICS_HOOKS)
 def edr_polling(tenant_ids: list[UUID] | None = None) -> PollingSummary:
     """Poll the active tenants (or exactly `tenant_ids`) into the platform's EDR tables."""
     run = start_run(WorkerType.EDR_POLLING)
