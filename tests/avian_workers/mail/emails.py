@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-SEED_DIR = Path("/work/shared/fixtures/seed-emails")
+# A copy of the platform's sixteen sample emails (CONTRACT.md), kept with the tests.
+SEED_DIR = Path(__file__).parents[2] / "fixtures" / "seed-emails"
 FIXTURE_DIR = Path(__file__).parents[2] / "fixtures" / "emails"
 
 DEFAULT_DATE = "Thu, 09 Jan 2025 10:00:00 +0000"
