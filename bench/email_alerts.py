@@ -34,51 +34,23 @@ import re
 import resource
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from _services import REPO, database, free_port, http_ok, process, wait_until
+
 sys.path.insert(0, str(REPO))  # the Dovecot test service and sample mail live under tests/
 
-ADMIN_DSN = os.environ.get(
-    "AVIAN_BENCH_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_URL = os.environ.get("AVIAN_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 APPEND_CHUNK = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(check: Any, what: str, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{what} did not start within {timeout:.0f} s")
-
-
-def http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
-        return bool(response.status == 200)
 
 
 # --- Services ----------------------------------------------------------------------------------
@@ -103,42 +75,6 @@ def dovecot() -> Iterator[Any]:
     finally:
         service._stop(running)
         shutil.rmtree(root, ignore_errors=True)
-
-
-@contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@contextmanager
-def database(base_env: dict[str, str]) -> Iterator[str]:
-    import psycopg
-
-    name = f"avian_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "avian_workers.cli", "db", "upgrade"],
-            env={**base_env, "DATABASE_URL": url},
-            check=True,
-            cwd=REPO,
-            capture_output=True,
-        )
-        yield url
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
