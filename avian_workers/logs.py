@@ -9,13 +9,14 @@ JWTs, `password=` pairs), and the exact values registered with `register_secret`
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import sys
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -148,6 +149,16 @@ def _install_prefect_handler() -> None:
     _run_log.propagate = False  # stdout already has the JSON line
 
 
+class _CurrentStdout(io.TextIOBase):
+    """Whatever `sys.stdout` is at write time, so a replaced (and later closed) stdout is never kept."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def configure_logging(
     level: str = "info",
     *,
@@ -171,7 +182,7 @@ def configure_logging(
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stdout),
+        logger_factory=structlog.WriteLoggerFactory(file=stream or cast(TextIO, _CurrentStdout())),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()

@@ -16,6 +16,8 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
+from avian_workers.logs import register_secret
+
 
 class WorkerType(StrEnum):
     """The three workers, named as in the old ECS task definitions."""
@@ -52,6 +54,10 @@ class Settings(BaseSettings):
         default="production", validation_alias=AliasChoices("NODE_ENV", "AVIAN_ENV")
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # A long step's Prefect progress artifact is updated at most this often; without a terminal
+    # bar it also logs a progress line at most every progress_log_seconds (0: never).
+    progress_artifact_seconds: float = Field(default=5.0, ge=0, le=3600)
+    progress_log_seconds: float = Field(default=60.0, ge=0, le=24 * 3600)
 
     # Platform stores
     database_url: SecretStr | None = None
@@ -96,7 +102,9 @@ class Settings(BaseSettings):
     edr_alert_overlap_minutes: int = Field(default=10, ge=0, le=24 * 60)
     edr_vulnerability_refresh_hours: float = Field(default=6.0, gt=0)
     edr_secure_score_refresh_hours: float = Field(default=24.0, gt=0)
-    edr_defender_page_size: int = Field(default=10_000, ge=1, le=10_000)
+    # 2,500: a page of 10,000 machines is ~35 MB of parsed JSON per tenant in flight (x8 tenants);
+    # 2,500 keeps a 20,000-device poll at ~33 Defender calls, well inside 100 calls/minute.
+    edr_defender_page_size: int = Field(default=2_500, ge=1, le=10_000)
     edr_result_storage_block: str | None = None
 
     # Email alerts (IMAP_* names are the contract's)
@@ -117,6 +125,14 @@ class Settings(BaseSettings):
     imap_review_folder: str = "Review"
     imap_fetch_batch_size: int = Field(default=200, ge=1, le=5_000)
     alert_storm_window_minutes: int = Field(default=15, ge=0, le=24 * 60)
+    # Filed ledger rows older than this are deleted. The ledger is what keeps a message from
+    # becoming a second alert, so this must exceed the longest time after filing that the same
+    # message can come back unread (a redelivered copy); unfiled rows are never deleted.
+    email_ledger_retention_days: int = Field(default=365, ge=1)
+    # Review records (with the raw mail) older than this are deleted; the mail stays filed in
+    # the review folder, and a review record never outlives its ledger row.
+    email_review_retention_days: int = Field(default=90, ge=1)
+    email_retention_batch_size: int = Field(default=5_000, ge=1)
 
     # Metrics aggregation
     metrics_late_days: int = Field(default=2, ge=0, le=30)
@@ -218,3 +234,20 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def register_configured_secrets(settings: Settings) -> None:
+    """Mask every configured password and URL credential in all later log lines."""
+    for secret in (
+        settings.database_url,
+        settings.redis_url,
+        settings.imap_password,
+        settings.imap_oauth_client_secret,
+    ):
+        if secret is None:
+            continue
+        value = secret.get_secret_value()
+        register_secret(value)
+        if "://" in value and "@" in value:  # the password inside a URL is a secret of its own
+            userinfo = value.split("://", 1)[1].split("@", 1)[0]
+            register_secret(userinfo.partition(":")[2] or None)

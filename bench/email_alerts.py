@@ -14,6 +14,12 @@ and a fresh process then measures, on the same bodies:
    matches, commits the ledger and alerts, files every message and writes the artifacts;
 3. the process's peak RSS (`ru_maxrss`), to compare the two backlog sizes.
 
+Beside wall-clock, each phase reports CPU seconds (Linux /proc), which the load from other
+work on the machine does not distort: the measured process (all threads, plus any parsing
+processes it started and reaped), Dovecot (its whole process group: live members plus what the
+master reaped) and the PostgreSQL backends connected to the benchmark's database (sampled every
+0.1 s; a backend's last moments before it exits can be missed).
+
 Targets (issue 4): end-to-end throughput at least 0.5 of raw fetch throughput, at least 200
 messages/s, and memory flat in backlog size. `--profile` adds a cProfile of the largest run.
 
@@ -38,6 +44,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -63,15 +70,15 @@ class Services:
 
 
 @contextmanager
-def dovecot() -> Iterator[Any]:
-    """Dovecot exactly as the test session starts it (throwaway config, TLS, loopback)."""
+def dovecot() -> Iterator[tuple[Any, int]]:
+    """Dovecot exactly as the test session starts it (throwaway config, TLS, loopback); its pid."""
     from tests.plugins import dovecot as service
 
     root = Path(tempfile.mkdtemp(prefix="avian-bench-dovecot-"))
     root.chmod(0o755)  # Dovecot's unprivileged users must traverse it
     server, running = service._start(root, service._dovecot_binary(), None)
     try:
-        yield server
+        yield server, running.process.pid
     finally:
         service._stop(running)
         shutil.rmtree(root, ignore_errors=True)
@@ -82,7 +89,7 @@ def services() -> Iterator[Services]:
     workdir = Path(tempfile.mkdtemp(prefix="avian-bench-mail-"))
     base_env = {**os.environ, "NODE_ENV": "test", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     with ExitStack() as stack:
-        server = stack.enter_context(dovecot())
+        server, dovecot_pid = stack.enter_context(dovecot())
         prefect_port = free_port()
         stack.enter_context(
             process(
@@ -109,6 +116,7 @@ def services() -> Iterator[Services]:
             "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
             "PREFECT_HOME": str(workdir / "client"),
             "LOG_LEVEL": "warning",
+            "AVIAN_BENCH_DOVECOT_PID": str(dovecot_pid),
         }
         wait_until(lambda: http_ok(f"http://127.0.0.1:{prefect_port}/api/health"), "Prefect")
         try:
@@ -170,6 +178,123 @@ def add_firewalls(env: dict[str, str]) -> None:
     engine.dispose()
 
 
+# --- CPU accounting (Linux /proc) --------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: str | int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def dovecot_cpu_seconds(master_pid: int) -> float:
+    """CPU of Dovecot so far: its live processes plus the children its master has reaped."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(entry.name)
+        if fields is None or int(fields[2]) != master_pid:  # process group
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if int(entry.name) == master_pid:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped children
+    return total / _TICK
+
+
+class BackendCpu:
+    """CPU of the PostgreSQL backends serving one database, sampled in a thread.
+
+    Known backends are read every 0.1 s and /proc is scanned for new ones every second (the
+    flow's pool connects once and keeps its connections), so sampling costs next to nothing.
+    """
+
+    def __init__(self, database: str) -> None:
+        self._marker = f" {database} ".encode()
+        self._seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> BackendCpu:
+        self._scan()
+        self._base = sum(self._seen.values())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._scan()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self._seen.values()) - self._base
+
+    def _run(self) -> None:
+        ticks = 0
+        while not self._stop.wait(0.1):
+            ticks += 1
+            if ticks % 10 == 0:
+                self._scan()
+            else:
+                for pid in list(self._seen):
+                    self._read(pid)
+
+    def _scan(self) -> None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(b"postgres: ") and self._marker in cmdline:
+                self._read(int(entry.name))
+
+    def _read(self, pid: int) -> None:
+        fields = _stat(pid)
+        if fields is not None:
+            self._seen[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds of one phase: this process (with reaped children), Dovecot, PostgreSQL."""
+
+    process: float
+    dovecot: float
+    database: float
+
+    @property
+    def total(self) -> float:
+        return self.process + self.dovecot + self.database
+
+
+@contextmanager
+def cpu_of_phase(result: dict[str, Cpu]) -> Iterator[None]:
+    """Measure the CPU of the enclosed phase into `result["cpu"]`."""
+    master = int(os.environ["AVIAN_BENCH_DOVECOT_PID"])
+    database_name = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
+
+    def own() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime
+
+    dovecot_before, own_before = dovecot_cpu_seconds(master), own()
+    with BackendCpu(database_name) as backends:
+        yield
+        time.sleep(0.3)  # let Dovecot's master reap the session's processes
+    result["cpu"] = Cpu(
+        process=own() - own_before,
+        dovecot=dovecot_cpu_seconds(master) - dovecot_before,
+        database=backends.seconds,
+    )
+
+
 # --- One measured run, in its own process -------------------------------------------------------
 
 
@@ -178,7 +303,9 @@ class RunResult:
     messages: int
     raw_fetch_seconds: float
     raw_fetch_bytes: int
+    raw_fetch_cpu: Cpu
     flow_seconds: float
+    flow_cpu: Cpu
     processing_seconds: float
     peak_rss_mb: float
     rss_before_flow_mb: float
@@ -210,6 +337,8 @@ def measure(env: dict[str, str], messages: int, batch_size: int, *, profile: boo
     if result.returncode != 0 or not lines:
         raise SystemExit(f"benchmark run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     data = json.loads(lines[-1])["bench"]
+    data["raw_fetch_cpu"] = Cpu(**data["raw_fetch_cpu"])
+    data["flow_cpu"] = Cpu(**data["flow_cpu"])
     if data["messages"] != messages:
         raise SystemExit(f"the run saw {data['messages']} messages, expected {messages}")
     return RunResult(**data)
@@ -239,16 +368,20 @@ def raw_fetch(batch_size: int) -> tuple[int, int, float]:
 def child(batch_size: int, profile: bool) -> None:
     from flows.email_alerts import email_alerts
 
-    count, size, raw_seconds = raw_fetch(batch_size)
+    raw_cpu: dict[str, Cpu] = {}
+    with cpu_of_phase(raw_cpu):
+        count, size, raw_seconds = raw_fetch(batch_size)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     profiler = cProfile.Profile() if profile else None
-    started = time.monotonic()
-    if profiler is not None:
-        profiler.enable()
-    state = email_alerts(return_state=True)
-    if profiler is not None:
-        profiler.disable()
-    flow_seconds = time.monotonic() - started
+    flow_cpu: dict[str, Cpu] = {}
+    with cpu_of_phase(flow_cpu):
+        started = time.monotonic()
+        if profiler is not None:
+            profiler.enable()
+        state = email_alerts(return_state=True)
+        if profiler is not None:
+            profiler.disable()
+        flow_seconds = time.monotonic() - started
     summary = state.result()
     report = summary.report
     assert report is not None, summary
@@ -257,6 +390,7 @@ def child(batch_size: int, profile: bool) -> None:
         out = io.StringIO()
         stats = pstats.Stats(profiler, stream=out)
         stats.sort_stats("cumulative").print_stats(r"avian_workers|imapclient|sqlalchemy", 30)
+        stats.sort_stats("tottime").print_stats(25)
         profile_text = out.getvalue()
     print(
         json.dumps(
@@ -265,7 +399,9 @@ def child(batch_size: int, profile: bool) -> None:
                     "messages": count,
                     "raw_fetch_seconds": raw_seconds,
                     "raw_fetch_bytes": size,
+                    "raw_fetch_cpu": vars(raw_cpu["cpu"]),
                     "flow_seconds": flow_seconds,
+                    "flow_cpu": vars(flow_cpu["cpu"]),
                     "processing_seconds": report.seconds,
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                     "rss_before_flow_mb": rss_before,
@@ -280,6 +416,13 @@ def child(batch_size: int, profile: bool) -> None:
 
 
 # --- Report ------------------------------------------------------------------------------------
+
+
+def cpu_text(cpu: Cpu, messages: int) -> str:
+    return (
+        f"{cpu.total:6.2f} s ({cpu.total / messages * 1e6:.0f} us/msg): process {cpu.process:.2f}, "
+        f"Dovecot {cpu.dovecot:.2f}, PostgreSQL {cpu.database:.2f}"
+    )
 
 
 def main() -> None:
@@ -311,10 +454,12 @@ def main() -> None:
             results.append(result)
             print(
                 f"\n{size} messages ({result.raw_fetch_bytes / size / 1024:.1f} KiB each):\n"
-                f"  raw UID FETCH   {result.raw_fetch_seconds:7.2f} s  {result.raw_rate:7.0f} msg/s\n"
-                f"  flow end to end {result.flow_seconds:7.2f} s  {result.flow_rate:7.0f} msg/s "
-                f"(processing {result.processing_seconds:.2f} s; outcomes {result.outcomes}, "
-                f"{result.alert_rows} alert rows)\n"
+                f"  raw UID FETCH   {result.raw_fetch_seconds:7.2f} s  {result.raw_rate:7.0f} msg/s"
+                f"  CPU {cpu_text(result.raw_fetch_cpu, size)}\n"
+                f"  flow end to end {result.flow_seconds:7.2f} s  {result.flow_rate:7.0f} msg/s"
+                f"  CPU {cpu_text(result.flow_cpu, size)}\n"
+                f"    processing {result.processing_seconds:.2f} s; outcomes {result.outcomes}, "
+                f"{result.alert_rows} alert rows\n"
                 f"  ratio {result.flow_rate / result.raw_rate:.2f} of raw fetch; peak RSS "
                 f"{result.peak_rss_mb:.0f} MB ({result.rss_before_flow_mb:.0f} MB before the flow)",
                 flush=True,

@@ -16,10 +16,16 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import FlowRunContext
 from prefect.tasks import exponential_backoff
 
-from avian_workers.logs import configure_logging, get_logger, register_secret
+from avian_workers.logs import configure_logging, get_logger
 from avian_workers.observability.emf import record_run
+from avian_workers.observability.progress import ProgressReporter, prefect_progress_artifact
 from avian_workers.preflight import check_services
-from avian_workers.settings import Settings, WorkerType, load_settings
+from avian_workers.settings import (
+    Settings,
+    WorkerType,
+    load_settings,
+    register_configured_secrets,
+)
 from blocks.resolve import settings_with_blocks
 
 # Retries belong on tasks that do I/O: exponential backoff (2, 4, 8 s ...) with jitter so that
@@ -39,22 +45,15 @@ class WorkerRun:
     settings: Settings
     log: structlog.typing.FilteringBoundLogger
 
-
-def register_configured_secrets(settings: Settings) -> None:
-    """Mask every configured password and URL credential in all later log lines."""
-    for secret in (
-        settings.database_url,
-        settings.redis_url,
-        settings.imap_password,
-        settings.imap_oauth_client_secret,
-    ):
-        if secret is None:
-            continue
-        value = secret.get_secret_value()
-        register_secret(value)
-        if "://" in value and "@" in value:  # the password inside a URL is a secret of its own
-            userinfo = value.split("://", 1)[1].split("@", 1)[0]
-            register_secret(userinfo.partition(":")[2] or None)
+    def progress(self, label: str, total: int | None = None) -> ProgressReporter:
+        """A reporter of this run's long step: artifact `<worker>-progress`, bar or log lines."""
+        return ProgressReporter(
+            label,
+            total,
+            artifact=prefect_progress_artifact(f"{self.worker.value}-progress"),
+            artifact_seconds=self.settings.progress_artifact_seconds,
+            log_seconds=self.settings.progress_log_seconds,
+        )
 
 
 def start_run(worker: WorkerType, *, preflight: bool = True) -> WorkerRun:

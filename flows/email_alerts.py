@@ -18,7 +18,7 @@ inbox unread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
 from typing import Any, Literal
@@ -44,6 +44,7 @@ from avian_workers.mail.match import DeviceDirectory
 from avian_workers.mail.processing import MailboxReport, mailbox_name, process_mailbox
 from avian_workers.microsoft import ClientCredentials, MicrosoftEndpoints
 from avian_workers.microsoft.auth import TokenProvider as MsalTokenProvider
+from avian_workers.observability.progress import NO_PROGRESS, StepProgress
 from avian_workers.redis_store import RedisKeys, connect
 from avian_workers.settings import ConfigError, Settings, WorkerType
 from flows._common import IO_RETRIES, RUN_METRICS_HOOKS, publish_summary, start_run
@@ -129,6 +130,7 @@ class EmailAlertsSummary:
     mailbox: str
     status: Literal["processed", "locked"]
     report: MailboxReport | None = None
+    retention: MailRetention | None = None
 
     def processed_items(self) -> dict[str, int]:
         """Counts for the run's CloudWatch metrics."""
@@ -152,7 +154,16 @@ class EmailAlertsSummary:
     def totals(self) -> dict[str, Any]:
         if self.report is None:
             return {"mailbox": self.mailbox, "status": self.status}
-        return {"status": self.status, **self.report.totals()}
+        retention = vars(self.retention) if self.retention is not None else {}
+        return {"status": self.status, **self.report.totals(), **retention}
+
+
+@dataclass(frozen=True)
+class MailRetention:
+    """What the run's retention pass deleted from the ledger and the review records."""
+
+    ledger_rows_deleted: int
+    review_rows_deleted: int
 
 
 @task(
@@ -169,7 +180,7 @@ def load_firewall_directory(engine: Engine) -> DeviceDirectory:
 @task(
     name="drain-mailbox", cache_policy=NO_CACHE, retry_condition_fn=retry_on_io_error, **IO_RETRIES
 )
-def drain_mailbox(job: MailboxJob) -> MailboxReport:
+def drain_mailbox(job: MailboxJob, progress: StepProgress = NO_PROGRESS) -> MailboxReport:
     """Connect, file what an earlier run left unfiled, then handle every unseen message."""
     with Mailbox(job.config, token_provider=job.token_provider) as mailbox:
         return process_mailbox(
@@ -179,6 +190,7 @@ def drain_mailbox(job: MailboxJob) -> MailboxReport:
             name=mailbox_name(job.config),
             storm_window=job.storm_window,
             max_messages=job.max_messages,
+            progress=progress,
         )
 
 
@@ -191,6 +203,21 @@ def drain_mailbox(job: MailboxJob) -> MailboxReport:
 def prune_storm_windows(engine: Engine, storm_window: timedelta) -> int:
     """Forget storm windows closed long ago, so the table stays the size of the open ones."""
     return store.prune_storms(engine, storm_window)
+
+
+@task(
+    name="apply-mail-retention",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_on_io_error,
+    **IO_RETRIES,
+)
+def apply_mail_retention(
+    engine: Engine, *, ledger_days: int, review_days: int, batch_size: int
+) -> MailRetention:
+    """Delete review records and filed ledger rows past their retention, in bounded batches."""
+    reviews = store.prune_reviews(engine, review_days, batch_size=batch_size)
+    ledger = store.prune_ledger(engine, ledger_days, batch_size=batch_size)
+    return MailRetention(ledger_rows_deleted=ledger, review_rows_deleted=reviews)
 
 
 @flow(name="email-alerts", validate_parameters=True, persist_result=False, **RUN_METRICS_HOOKS)
@@ -223,11 +250,23 @@ def email_alerts(max_messages: int | None = None) -> EmailAlertsSummary:
                     storm_window=storm_window,
                     max_messages=max_messages,
                 )
-                summary = EmailAlertsSummary(name, "processed", drain_mailbox(job))
+                with run.progress("messages processed") as progress:  # total: the unseen count
+                    report = drain_mailbox(job, progress)
+                summary = EmailAlertsSummary(name, "processed", report)
                 try:
                     prune_storm_windows(engine, storm_window)
                 except Exception as exc:  # housekeeping; the mail is already handled
                     log.warning("Old storm windows could not be pruned", error=str(exc))
+                try:
+                    retention = apply_mail_retention(
+                        engine,
+                        ledger_days=settings.email_ledger_retention_days,
+                        review_days=settings.email_review_retention_days,
+                        batch_size=settings.email_retention_batch_size,
+                    )
+                    summary = replace(summary, retention=retention)
+                except Exception as exc:  # housekeeping, as above; the next run deletes them
+                    log.warning("Old ledger and review rows could not be deleted", error=str(exc))
         if lease is not None and lease.lost:
             log.warning("Mailbox lock expired during the run; the ledger kept outcomes single")
     finally:

@@ -174,6 +174,7 @@ def metrics_aggregation(
     stores = Stores(engine, client, RedisKeys.from_settings(settings), settings.lock_lease_seconds)
     reports: list[DayReport] = []
     deleted, retention_error = 0, None
+    progress = run.progress("days aggregated", total=len(days)).start()
     try:
         futures = [
             aggregate_locked_day.submit(day, device_ids, replace_existing, stores) for day in days
@@ -184,12 +185,15 @@ def metrics_aggregation(
             except Exception as exc:
                 log.error("Day failed", date=day.isoformat(), error=str(exc))
                 reports.append(DayReport(day=day, outcome="failed", error=str(exc)))
+            progress.advance()  # in date order: a slow day holds the count until it ends
+        progress.finish()
         try:
             deleted = delete_expired_rollups(engine, cutoff, settings.metrics_retention_batch_size)
         except Exception as exc:
             log.error("Retention failed", error=str(exc))
             retention_error = str(exc)
     finally:
+        progress.finish()  # no-op unless the days ended in an error
         client.close()
         engine.dispose()
 

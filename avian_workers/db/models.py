@@ -352,6 +352,12 @@ class EdrDeviceIdentity(Base):
     __table_args__ = (
         PrimaryKeyConstraint("tenant_id", "source", "source_id"),
         CheckConstraint("source IN ('defender', 'intune')", name="source"),
+        # A page is resolved by looking its ids and host names up here (edr.merge), never by
+        # loading the tenant: one index per way a record can name a device, one for the device.
+        Index("ix_edr_device_identities_source_key", "tenant_id", "source", "source_key"),
+        Index("ix_edr_device_identities_aad_key", "tenant_id", "aad_key"),
+        Index("ix_edr_device_identities_host_label", "tenant_id", "host_label"),
+        Index("ix_edr_device_identities_device", "tenant_id", "microsoft_device_id"),
         {"schema": WORKERS_SCHEMA},
     )
     tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
@@ -360,6 +366,10 @@ class EdrDeviceIdentity(Base):
     microsoft_device_id: Mapped[str] = mapped_column(String(255), nullable=False)
     aad_device_id: Mapped[str | None] = mapped_column(String(255))
     hostname: Mapped[str | None] = mapped_column(String(255))
+    # The compared forms (edr.merge.folded_id / host_label), written with every identity.
+    source_key: Mapped[str] = mapped_column(String(255), nullable=False)
+    aad_key: Mapped[str | None] = mapped_column(String(255))
+    host_label: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(_tz(), nullable=False, server_default=_NOW)
 
 
@@ -394,6 +404,8 @@ class MailLedgerEntry(Base):
             "uidvalidity",
             postgresql_where=text("marked_at IS NULL"),
         ),
+        # Retention deletes filed rows by the time they were filed (mail.store.prune_ledger).
+        Index("ix_mail_ledger_marked_at", "marked_at"),
         CheckConstraint(
             "outcome IN (" + ", ".join(f"'{o}'" for o in MAIL_OUTCOMES) + ")", name="outcome"
         ),
@@ -418,6 +430,9 @@ class MailReviewItem(Base):
     __tablename__ = "mail_review"
     __table_args__ = (
         Index("ix_mail_review_open", "created_at", postgresql_where=text("resolved_at IS NULL")),
+        # Retention: by age, and the cascade from a deleted ledger row finds its review row.
+        Index("ix_mail_review_created_at", "created_at"),
+        Index("ix_mail_review_ledger_id", "ledger_id"),
         {"schema": WORKERS_SCHEMA},
     )
     id: Mapped[uuid.UUID] = _uuid_pk()

@@ -12,6 +12,10 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 _ZERO_GUID = uuid.UUID(int=0)
 _CVSS_STEP = Decimal("0.1")
 _CVSS_MAX = Decimal(10)
+# Scores already read, by raw value: an export repeats a few dozen distinct scores thousands of
+# times, and the Decimal round trip is most of a row's cost. Bounded against odd inputs.
+_CVSS_SEEN: dict[int | float | str, Decimal] = {}
+_CVSS_SEEN_MAX = 4096
 
 
 class RecordError(ValueError):
@@ -62,7 +66,8 @@ class FieldReader:
     ) -> None:
         self.kind = kind
         self._prefix = prefix
-        if not isinstance(raw, Mapping):
+        # `type(...) is dict` first: the ABC check is a Python-level call, once per record.
+        if type(raw) is not dict and not isinstance(raw, Mapping):
             raise RecordError(
                 kind, prefix.rstrip(".") or "<record>", "must be a JSON object", record_id
             )
@@ -131,6 +136,10 @@ class FieldReader:
         value = self._raw.get(field)
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
+        if type(value) is float or type(value) is str or type(value) is int:
+            known = _CVSS_SEEN.get(value)
+            if known is not None:
+                return known
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise self.error(field, f"must be a number, got {_shown(value)}")
         if isinstance(value, float) and not math.isfinite(value):
@@ -142,7 +151,10 @@ class FieldReader:
             raise self.error(field, f"must be a number, got {_shown(value)}") from None
         if not number.is_finite() or not 0 <= number <= _CVSS_MAX:
             raise self.error(field, f"must be a CVSS score from 0 to 10, got {_shown(value)}")
-        return number.quantize(_CVSS_STEP, rounding=ROUND_HALF_UP)
+        score = number.quantize(_CVSS_STEP, rounding=ROUND_HALF_UP)
+        if len(_CVSS_SEEN) < _CVSS_SEEN_MAX:
+            _CVSS_SEEN[value] = score
+        return score
 
     def word[T](self, field: str, mapping: Mapping[str, T]) -> T | None:
         """An enum word looked up case-insensitively; an unknown word is an error, not a guess."""

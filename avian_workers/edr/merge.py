@@ -14,6 +14,10 @@ match case-insensitively. Where the contract is silent:
 - Tenants: ids are unique only within one Microsoft tenant, and the same ids can appear under
   two AVIAN tenants. Nothing here is global; the caller keeps one `DeviceIdentityIndex` (and one
   `FailedRulesByDevice`) per AVIAN tenant, which is what keeps tenants apart.
+
+The store never holds a tenant's whole index: per page it loads, by the page's `IdentityLookup`,
+every stored identity of each device the page could resolve to, and resolves the page against
+that (see `DeviceIdentityIndex`).
 """
 
 from __future__ import annotations
@@ -38,9 +42,12 @@ __all__ = [
     "DeviceIdentityIndex",
     "DeviceSource",
     "FailedRulesByDevice",
+    "IdentityLookup",
     "SourceIdentity",
     "device_for_alert",
     "device_for_vulnerability",
+    "folded_id",
+    "host_label",
     "hostnames_match",
     "merge_devices",
     "same_device",
@@ -145,6 +152,17 @@ def _folded(identifier: str) -> str:
     return identifier.strip().casefold()
 
 
+def folded_id(identifier: str | None) -> str | None:
+    """The form a Defender, Intune or Azure AD id is compared in (case and spaces ignored)."""
+    return None if identifier is None else _folded(identifier)
+
+
+def host_label(hostname: str | None) -> str | None:
+    """The first label of a host name: every name that can match it shares this label."""
+    name = host_name(hostname)
+    return None if name is None else _first_label(name)
+
+
 # --- Identity index ----------------------------------------------------------------------------
 
 
@@ -174,6 +192,68 @@ class SourceIdentity:
         assert record.intune_device_id is not None  # DeviceRecord guarantees one of the two
         return cls("intune", record.intune_device_id, record.aad_device_id, record.hostname)
 
+    @property
+    def source_key(self) -> str:
+        """`source_id` as it is compared (what the store indexes it by)."""
+        return _folded(self.source_id)
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityLookup:
+    """The identifiers a page can resolve by, compared forms: what the store looks up per page.
+
+    Every stored identity that shares one of these (a source id, an Azure AD id or a host
+    name's first label) is a candidate; the store loads all identities of every candidate's
+    device, which is all `DeviceIdentityIndex` needs to resolve the page as it would with the
+    tenant's whole index.
+    """
+
+    defender_ids: frozenset[str] = frozenset()
+    intune_ids: frozenset[str] = frozenset()
+    aad_ids: frozenset[str] = frozenset()
+    host_labels: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.defender_ids or self.intune_ids or self.aad_ids or self.host_labels)
+
+    @classmethod
+    def of_devices(cls, records: Iterable[DeviceRecord]) -> IdentityLookup:
+        """What a page of Defender machines or Intune devices can match."""
+        defender, intune, aad, labels = set(), set(), set(), set()
+        for record in records:
+            if record.defender_machine_id is not None:
+                defender.add(_folded(record.defender_machine_id))
+            if record.intune_device_id is not None:
+                intune.add(_folded(record.intune_device_id))
+            if record.aad_device_id is not None:
+                aad.add(_folded(record.aad_device_id))
+            label = host_label(record.hostname)
+            if label is not None:
+                labels.add(label)
+        return cls(frozenset(defender), frozenset(intune), frozenset(aad), frozenset(labels))
+
+    @classmethod
+    def of_alerts(cls, alerts: Iterable[AlertRecord]) -> IdentityLookup:
+        """What a page of alerts' device evidence can match."""
+        defender, aad, labels = set(), set(), set()
+        for alert in alerts:
+            for item in alert.device_evidence:
+                if item.mde_device_id is not None:
+                    defender.add(_folded(item.mde_device_id))
+                if item.azure_ad_device_id is not None:
+                    aad.add(_folded(item.azure_ad_device_id))
+                label = host_label(item.device_dns_name)
+                if label is not None:
+                    labels.add(label)
+        return cls(
+            defender_ids=frozenset(defender), aad_ids=frozenset(aad), host_labels=frozenset(labels)
+        )
+
+    @classmethod
+    def of_machines(cls, machine_ids: Iterable[str]) -> IdentityLookup:
+        """What Defender machine ids (a vulnerability page) can match."""
+        return cls(defender_ids=frozenset(_folded(machine_id) for machine_id in machine_ids))
+
 
 @dataclass(slots=True)
 class _Device:
@@ -201,6 +281,11 @@ class _Device:
 
 class DeviceIdentityIndex:
     """Gives every device of one tenant a `microsoft_device_id` that reruns keep.
+
+    The store builds one per page from the stored identities the page's `IdentityLookup`
+    names, so a page resolves against what is stored (earlier pages and runs), exactly as
+    an index of the whole tenant would, except that an identity stored with other keys than it
+    has now is known by its new keys only, as a rerun would know it.
 
     The key of a new device is the id of its first record in feed order. Feed the index in this
     order and a device with a Defender machine is always keyed by the Defender machine id, else
@@ -250,6 +335,8 @@ class DeviceIdentityIndex:
         if key is None:
             key = identity.source_id
         self._attach(key, identity)
+        if key == record.microsoft_device_id:
+            return record  # a new device keeps its own id; replace() is costly per record
         return replace(record, microsoft_device_id=key)
 
     def find(
@@ -276,6 +363,10 @@ class DeviceIdentityIndex:
         if hostname is not None:
             return self._only(self._host_candidates(hostname, source=None))
         return None
+
+    def keys_known_to(self, source: DeviceSource) -> set[str]:
+        """The device keys a record of `source` is stored or assigned under."""
+        return {key for key, identity in self.identities() if identity.source == source}
 
     def identities(self) -> Iterator[tuple[str, SourceIdentity]]:
         """Every source record known, with its device key: what the store persists."""

@@ -5,6 +5,10 @@ tenant, so two AVIAN tenants that share device or alert ids never touch each oth
 Writes are bulk upserts on the contract's keys, one transaction per page, so what a page
 brought is stored as soon as it arrives and a rerun leaves the tables as they were.
 
+Device identities are resolved page by page against `avian_workers.edr_device_identities`: one
+query loads the stored identities of every device a page's ids and host names can name, and
+edr.merge resolves the page against those, so memory follows the page, not the tenant.
+
 Devices are written in two halves (merge.DEFENDER_FIELDS / merge.INTUNE_FIELDS): a Defender
 page sets the Defender columns; an Intune page sets the Intune columns and, on a row Defender
 also knows, fills the Defender columns only where they are empty. `last_seen_at` only moves
@@ -35,14 +39,17 @@ from avian_workers.db.models import (
     EdrVulnerability,
     Tenant,
 )
-from avian_workers.db.upsert import Merge, upsert
+from avian_workers.db.upsert import Merge, rows_json, upsert
 from avian_workers.edr.merge import (
     DEFENDER_FIELDS,
     INTUNE_FIELDS,
     DeviceIdentityIndex,
+    IdentityLookup,
     SourceIdentity,
     device_for_alert,
     device_for_vulnerability,
+    folded_id,
+    host_label,
     unique_links,
     unique_vulnerabilities,
 )
@@ -118,6 +125,40 @@ _INTUNE_PAGE_MERGE: Final[Mapping[str, Merge]] = {
 }
 
 
+# Every stored identity of each device that one of a page's identifiers names (IdentityLookup),
+# Defender first: an Azure AD id shared by two stored rows resolves to the Defender row, as it
+# did when the rows were assigned.
+_PAGE_IDENTITIES: Final = text(
+    """
+    WITH named AS (
+        SELECT microsoft_device_id FROM avian_workers.edr_device_identities
+        WHERE tenant_id = :tenant_id AND source = 'defender'
+          AND source_key = ANY(CAST(:defender_ids AS text[]))
+        UNION
+        SELECT microsoft_device_id FROM avian_workers.edr_device_identities
+        WHERE tenant_id = :tenant_id AND source = 'intune'
+          AND source_key = ANY(CAST(:intune_ids AS text[]))
+        UNION
+        SELECT microsoft_device_id FROM avian_workers.edr_device_identities
+        WHERE tenant_id = :tenant_id AND aad_key = ANY(CAST(:aad_ids AS text[]))
+        UNION
+        SELECT microsoft_device_id FROM avian_workers.edr_device_identities
+        WHERE tenant_id = :tenant_id AND host_label = ANY(CAST(:host_labels AS text[]))
+    )
+    SELECT microsoft_device_id, source, source_id, aad_device_id, hostname
+    FROM avian_workers.edr_device_identities
+    WHERE tenant_id = :tenant_id AND microsoft_device_id IN (SELECT microsoft_device_id FROM named)
+    ORDER BY source, source_id
+    """
+)
+
+
+_DEVICE_IDS: Final = text(
+    "SELECT microsoft_device_id, id FROM edr_devices "
+    "WHERE tenant_id = :tenant_id AND microsoft_device_id = ANY(CAST(:keys AS text[]))"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class TenantRow:
     """An AVIAN tenant to poll."""
@@ -158,36 +199,32 @@ class TenantStore:
 
     # -- device identity -------------------------------------------------------------------
 
-    def device_index(self) -> DeviceIdentityIndex:
-        """An identity index seeded with every source record earlier runs stored."""
+    def page_index(self, conn: Connection, lookup: IdentityLookup) -> DeviceIdentityIndex:
+        """An index of the stored identities of every device `lookup` can name (one query)."""
         index = DeviceIdentityIndex()
-        query = (
-            select(
-                EdrDeviceIdentity.microsoft_device_id,
-                EdrDeviceIdentity.source,
-                EdrDeviceIdentity.source_id,
-                EdrDeviceIdentity.aad_device_id,
-                EdrDeviceIdentity.hostname,
-            )
-            .where(EdrDeviceIdentity.tenant_id == self.tenant_id)
-            # Defender first: an Azure AD id shared by two stored rows resolves to the Defender
-            # row, as it did when the rows were assigned.
-            .order_by(EdrDeviceIdentity.source, EdrDeviceIdentity.source_id)
-        )
-        with self.engine.connect() as conn:
-            for row in conn.execute(query.execution_options(yield_per=5_000)):
-                index.remember(
-                    row.microsoft_device_id,
-                    SourceIdentity(row.source, row.source_id, row.aad_device_id, row.hostname),
-                )
+        if not lookup:
+            return index
+        params = {
+            "tenant_id": self.tenant_id,
+            "defender_ids": sorted(lookup.defender_ids),
+            "intune_ids": sorted(lookup.intune_ids),
+            "aad_ids": sorted(lookup.aad_ids),
+            "host_labels": sorted(lookup.host_labels),
+        }
+        for key, source, source_id, aad_device_id, hostname in conn.execute(
+            _PAGE_IDENTITIES, params
+        ):
+            index.remember(key, SourceIdentity(source, source_id, aad_device_id, hostname))
         return index
 
     # -- devices ---------------------------------------------------------------------------
 
     def write_defender_devices(self, records: Sequence[DeviceRecord]) -> int:
-        """Upsert one page of Defender machines (already keyed by the index); returns rows."""
-        rows = [self._device_row(record) for record in records]
+        """Key one page of Defender machines (merge.DeviceIdentityIndex), upsert; returns rows."""
         with self.engine.begin() as conn:
+            index = self.page_index(conn, IdentityLookup.of_devices(records))
+            records = [index.assign(record) for record in records]
+            rows = [self._device_row(record) for record in records]
             upsert(
                 conn,
                 EdrDevice,
@@ -203,21 +240,26 @@ class TenantStore:
         self,
         records: Sequence[DeviceRecord],
         *,
-        defender_keys: frozenset[str] | set[str],
         compliance: Sequence[ComplianceRecord] = (),
         failed_rules_known: bool = True,
     ) -> int:
-        """Upsert one page of Intune devices and their compliance rows; returns device rows.
+        """Key one page of Intune devices, upsert them and their compliance rows; returns rows.
 
-        `defender_keys` are the device keys Defender knows: on those rows Intune only fills
-        empty Defender columns; a device only Intune knows takes every column from Intune.
-        `failed_rules_known` False (the policy statuses could not be read) stores NULL rules.
+        Write after the Defender devices. On a row a Defender machine is stored under, Intune
+        only fills empty Defender columns; a device only Intune knows takes every column from
+        Intune. `failed_rules_known` False (the policy statuses could not be read) stores NULL
+        rules.
         """
-        merged = [self._device_row(r) for r in records if r.microsoft_device_id in defender_keys]
-        intune_only = [
-            self._device_row(r) for r in records if r.microsoft_device_id not in defender_keys
-        ]
         with self.engine.begin() as conn:
+            index = self.page_index(conn, IdentityLookup.of_devices(records))
+            records = [index.assign(record) for record in records]
+            defender_keys = index.keys_known_to("defender")
+            merged = [
+                self._device_row(r) for r in records if r.microsoft_device_id in defender_keys
+            ]
+            intune_only = [
+                self._device_row(r) for r in records if r.microsoft_device_id not in defender_keys
+            ]
             upsert(
                 conn,
                 EdrDevice,
@@ -257,6 +299,9 @@ class TenantStore:
                     "microsoft_device_id": record.microsoft_device_id,
                     "aad_device_id": identity.aad_device_id,
                     "hostname": identity.hostname,
+                    "source_key": identity.source_key,
+                    "aad_key": folded_id(identity.aad_device_id),
+                    "host_label": host_label(identity.hostname),
                 }
             )
         upsert(conn, EdrDeviceIdentity, rows, key=("tenant_id", "source", "source_id"))
@@ -295,10 +340,13 @@ class TenantStore:
 
     # -- alerts ----------------------------------------------------------------------------
 
-    def write_alerts(self, records: Sequence[AlertRecord], index: DeviceIdentityIndex) -> int:
+    def write_alerts(self, records: Sequence[AlertRecord]) -> int:
         """Upsert one page of alerts, each linked to its device (merge.device_for_alert)."""
-        keys = {record.microsoft_alert_id: device_for_alert(record, index) for record in records}
         with self.engine.begin() as conn:
+            index = self.page_index(conn, IdentityLookup.of_alerts(records))
+            keys = {
+                record.microsoft_alert_id: device_for_alert(record, index) for record in records
+            }
             device_ids = _device_ids(conn, self.tenant_id, (k for k in keys.values() if k))
             rows = [
                 {
@@ -519,9 +567,7 @@ class VulnerabilitySweep:
             raise RuntimeError("the vulnerability sweep is not open")
         return self._conn
 
-    def write_page(
-        self, findings: Sequence[VulnerabilityFinding], index: DeviceIdentityIndex
-    ) -> int:
+    def write_page(self, findings: Sequence[VulnerabilityFinding]) -> int:
         """Upsert one page's CVEs and device links; returns the links the page names."""
         store, conn = self._store, self._connection()
         vulnerabilities = unique_vulnerabilities(f.vulnerability for f in findings)
@@ -544,6 +590,9 @@ class VulnerabilitySweep:
                 key=("tenant_id", "cve_id"),
             )
             vulnerability_ids = self._vulnerability_ids(conn, [v.cve_id for v in vulnerabilities])
+            index = store.page_index(
+                conn, IdentityLookup.of_machines(link.machine_id for link in links)
+            )
             device_keys = {link.machine_id: device_for_vulnerability(link, index) for link in links}
             device_ids = _device_ids(conn, store.tenant_id, (k for k in device_keys.values() if k))
             # Two machines of one device can list the same CVE: one link, earliest detection.
@@ -574,12 +623,11 @@ class VulnerabilitySweep:
                 conn.execute(
                     text(
                         "INSERT INTO pg_temp.edr_links_seen (device_id, vulnerability_id) "
-                        "VALUES (:device_id, :vulnerability_id) ON CONFLICT DO NOTHING"
+                        "SELECT device_id, vulnerability_id FROM jsonb_to_recordset("
+                        "CAST(:rows AS jsonb)) AS seen(device_id uuid, vulnerability_id uuid) "
+                        "ON CONFLICT DO NOTHING"
                     ),
-                    [
-                        {"device_id": r["device_id"], "vulnerability_id": r["vulnerability_id"]}
-                        for r in rows
-                    ],
+                    {"rows": rows_json(rows)},
                 )
         self.vulnerabilities_written += len(vulnerabilities)
         self.links_written += len(rows)
@@ -618,10 +666,8 @@ def _device_ids(
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    query = select(EdrDevice.microsoft_device_id, EdrDevice.id).where(
-        EdrDevice.tenant_id == tenant_id, EdrDevice.microsoft_device_id.in_(wanted)
-    )
-    return {row.microsoft_device_id: row.id for row in conn.execute(query)}
+    rows = conn.execute(_DEVICE_IDS, {"tenant_id": tenant_id, "keys": wanted})
+    return dict(rows.all())
 
 
 def _min_known(first: datetime | None, second: datetime | None) -> datetime | None:

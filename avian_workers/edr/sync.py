@@ -1,8 +1,8 @@
 """One tenant's Microsoft datasets, page by page, from the Graph and Defender clients into the store.
 
-Each `sync_*` function walks one dataset: every page is normalised, keyed through the tenant's
-`DeviceIdentityIndex` and written before the next page is asked for, so memory follows the page
-size, not the tenant. A record Microsoft sends in a shape we cannot store is logged with its id
+Each `sync_*` function walks one dataset: every page is normalised, keyed by the store against
+the device identities stored so far (merge.DeviceIdentityIndex, per page) and written before the
+next page is asked for, so memory follows the page size, not the tenant. A record Microsoft sends in a shape we cannot store is logged with its id
 and the reason and counted as rejected; the rest of its page is stored.
 
 Order matters (merge.DeviceIdentityIndex): Defender devices, then the compliance policies'
@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import structlog
 
-from avian_workers.edr.merge import DeviceIdentityIndex, FailedRulesByDevice
+from avian_workers.edr.merge import FailedRulesByDevice
 from avian_workers.edr.normalize import (
     AlertRecord,
     RecordError,
@@ -208,15 +208,14 @@ def _forbidden(dataset: str, exc: PermissionMissingError, tally: _Tally) -> Data
 
 
 def sync_defender_devices(
-    defender: DefenderClient, store: TenantStore, index: DeviceIdentityIndex, *, page_size: int
+    defender: DefenderClient, store: TenantStore, *, page_size: int
 ) -> DatasetReport:
-    """Defender machines (`$top`/`$skip` pages) into `edr_devices`, keyed by the index."""
+    """Defender machines (`$top`/`$skip` pages) into `edr_devices`, keyed by the store."""
     tally = _Tally("defender devices")
     try:
         for page in defender.machines(page_size=page_size):
             tally.pages += 1
-            records = [index.assign(r) for r in tally.normalise(page, defender_device)]
-            tally.rows += store.write_defender_devices(records)
+            tally.rows += store.write_defender_devices(tally.normalise(page, defender_device))
     except PermissionMissingError as exc:
         return _forbidden(tally.dataset, exc, tally)
     return tally.report()
@@ -262,15 +261,9 @@ def sync_compliance_rules(graph: GraphClient) -> FailedRules:
     return FailedRules(failures, tally.report())
 
 
-def defender_keys(index: DeviceIdentityIndex) -> frozenset[str]:
-    """The device keys a Defender machine is known under (from this run or earlier ones)."""
-    return frozenset(key for key, identity in index.identities() if identity.source == "defender")
-
-
 def sync_intune_devices(
     graph: GraphClient,
     store: TenantStore,
-    index: DeviceIdentityIndex,
     failed_rules: FailedRulesByDevice | None,
     *,
     checked_at: datetime,
@@ -281,12 +274,11 @@ def sync_intune_devices(
     the reports of the devices and of compliance.
     """
     devices, compliance = _Tally("intune devices"), _Tally("compliance")
-    known_to_defender = defender_keys(index)
     try:
         for page in graph.managed_devices():
             devices.pages += 1
             compliance.pages += 1
-            records = [index.assign(r) for r in devices.normalise(page, intune_device)]
+            records = devices.normalise(page, intune_device)
             entries = [
                 compliance_record(
                     record,
@@ -297,7 +289,6 @@ def sync_intune_devices(
             ]
             devices.rows += store.write_intune_devices(
                 records,
-                defender_keys=known_to_defender,
                 compliance=entries,
                 failed_rules_known=failed_rules is not None,
             )
@@ -326,7 +317,6 @@ def alert_window_start(
 def sync_alerts(
     graph: GraphClient,
     store: TenantStore,
-    index: DeviceIdentityIndex,
     *,
     now: datetime,
     backfill: timedelta,
@@ -354,7 +344,7 @@ def sync_alerts(
             if tally.rejected > rejected_before:
                 earliest_rejected = _earliest(earliest_rejected, _rejected_updates(page, records))
             if records:
-                tally.rows += store.write_alerts(records, index)
+                tally.rows += store.write_alerts(records)
                 page_newest = max(r.last_updated_at for r in records)
                 newest = page_newest if newest is None else max(newest, page_newest)
     except PermissionMissingError as exc:
@@ -401,7 +391,6 @@ def _earliest(first: datetime | None, second: datetime | None) -> datetime | Non
 def sync_vulnerabilities(
     defender: DefenderClient,
     store: TenantStore,
-    index: DeviceIdentityIndex,
     *,
     now: datetime,
     page_size: int,
@@ -421,7 +410,7 @@ def sync_vulnerabilities(
                     for finding in tally.normalise(page, vulnerability_finding)
                     if finding is not None
                 ]
-                tally.rows += sweep.write_page(findings, index)
+                tally.rows += sweep.write_page(findings)
             removed = sweep.remove_unseen_links() if not tally.rejected else 0
     except PermissionMissingError as exc:
         store.record_failure(VULNERABILITIES, at=now, error=str(exc))

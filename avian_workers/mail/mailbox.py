@@ -51,6 +51,10 @@ _INTERNALDATE = b"INTERNALDATE"
 _log = get_logger(component="mailbox")
 
 
+_UNAVAILABLE = "[UNAVAILABLE]"
+"""RFC 5530 response code for a temporary authentication failure."""
+
+
 class MailboxError(Exception):
     """The mailbox could not be used; the message never contains a password or token."""
 
@@ -394,10 +398,15 @@ class Mailbox:
                 self._redact(f"{where}: TLS failed while trying to {action}: {exc}")
             ) from exc
         except LoginError as exc:
+            reply = _server_text(exc)
             # No chained cause: the login error is the only place a server could echo input.
-            raise MailboxAuthError(
-                self._redact(f"{where}: login refused: {_server_text(exc)}")
-            ) from None
+            if _UNAVAILABLE in reply.upper():
+                # RFC 5530: the server could not check the credentials right now (its
+                # token introspection or user database is down); a later try can succeed.
+                raise MailboxConnectionError(
+                    self._redact(f"{where}: login temporarily unavailable: {reply}")
+                ) from None
+            raise MailboxAuthError(self._redact(f"{where}: login refused: {reply}")) from None
         except TimeoutError as exc:
             raise MailboxConnectionError(
                 f"{where}: timed out while trying to {action}"

@@ -32,6 +32,7 @@ from avian_workers.mail.mailbox import FetchedMessage, Mailbox, MailboxConfig, M
 from avian_workers.mail.match import DeviceDirectory
 from avian_workers.mail.store import Outcome, Recorded
 from avian_workers.mail.triage import MessageKey, TriagedMessage, identify, triage
+from avian_workers.observability.progress import NO_PROGRESS, StepProgress
 
 __all__ = ["MailboxReport", "mailbox_name", "process_mailbox"]
 
@@ -128,6 +129,7 @@ def process_mailbox(
     storm_window: timedelta,
     max_messages: int | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: StepProgress = NO_PROGRESS,
 ) -> MailboxReport:
     """File what an earlier run left unfiled, then handle unseen mail batch by batch."""
     started = time.monotonic()
@@ -138,8 +140,10 @@ def process_mailbox(
         uids = uids[:max_messages]
     run.tally.unseen = len(uids)
     _log.info("Processing unseen mail", mailbox=name, unseen=len(uids))
+    progress.expect(len(uids))
     for batch in mailbox.fetch_batches(uids):
         run.process_batch(batch, now=clock())
+        progress.advance(len(batch))
     tally = run.tally
     return MailboxReport(
         mailbox=name,

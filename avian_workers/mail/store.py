@@ -48,7 +48,6 @@ from sqlalchemy import (
     literal,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -81,6 +80,8 @@ __all__ = [
     "find_handled",
     "load_device_directory",
     "mark_filed",
+    "prune_ledger",
+    "prune_reviews",
     "prune_storms",
     "record_outcomes",
     "unfiled",
@@ -265,6 +266,61 @@ def prune_storms(engine: Engine, storm_window: timedelta) -> int:
     return result.rowcount
 
 
+# Retention. A ledger row is what keeps a message from becoming a second alert, so it may only
+# go once the message can no longer come back unread: rows are deleted by `marked_at` (filed,
+# i.e. moved out of the inbox or flagged \Seen), never while `marked_at` is NULL (committed but
+# not filed: the message may still sit unread in the inbox, and the next run must find the row
+# to file it without storing it again). The retention must still exceed the longest time after
+# which the same message can reappear unread: a copy redelivered with the same Message-ID and
+# bytes, or a filed message that someone marks unread and moves back. Past it, such a message
+# is handled as new mail (the documented way to have a message processed again).
+# A review record goes with its ledger row (ON DELETE CASCADE) or earlier by its own retention.
+MAX_RETENTION_BATCHES = 20
+"""Batches per table and run; a larger backlog is finished by the next runs (lock lease bound)."""
+
+_PRUNE_LEDGER = text("""
+DELETE FROM avian_workers.mail_ledger
+WHERE id IN (
+    SELECT id FROM avian_workers.mail_ledger
+    WHERE marked_at < now() - make_interval(days => :days)
+    ORDER BY marked_at
+    LIMIT :batch_size
+)
+""")
+_PRUNE_REVIEWS = text("""
+DELETE FROM avian_workers.mail_review
+WHERE id IN (
+    SELECT id FROM avian_workers.mail_review
+    WHERE created_at < now() - make_interval(days => :days)
+    ORDER BY created_at
+    LIMIT :batch_size
+)
+""")
+
+
+def prune_ledger(engine: Engine, retention_days: int, *, batch_size: int) -> int:
+    """Delete ledger rows filed more than `retention_days` ago, in batches; returns how many."""
+    return _delete_in_batches(engine, _PRUNE_LEDGER, retention_days, batch_size)
+
+
+def prune_reviews(engine: Engine, retention_days: int, *, batch_size: int) -> int:
+    """Delete review records created more than `retention_days` ago, in batches; how many."""
+    return _delete_in_batches(engine, _PRUNE_REVIEWS, retention_days, batch_size)
+
+
+def _delete_in_batches(engine: Engine, statement: Any, days: int, batch_size: int) -> int:
+    if days < 1 or batch_size < 1:
+        raise ValueError("retention days and batch size must be at least 1")
+    deleted = 0
+    for _ in range(MAX_RETENTION_BATCHES):
+        with engine.begin() as conn:
+            count = conn.execute(statement, {"days": days, "batch_size": batch_size}).rowcount
+        deleted += count
+        if count < batch_size:
+            break
+    return deleted
+
+
 # --- one transaction --------------------------------------------------------------------------
 
 
@@ -367,10 +423,24 @@ _ENTRY_COLUMNS = (
 )
 
 
+# The keys travel as two arrays, so the statement's text is the same for every batch: an IN
+# list of pairs is a new statement per batch size that the driver parses anew (10 ms a batch).
+_ENTRIES_BY_KEY = text(
+    "SELECT l.id, l.message_key, l.raw_sha256, l.outcome, l.uid, l.marked_at"
+    " FROM avian_workers.mail_ledger AS l"
+    " JOIN unnest(CAST(:message_keys AS text[]), CAST(:hashes AS text[])) AS k(message_key, sha)"
+    " ON l.message_key = k.message_key AND l.raw_sha256 = k.sha"
+)
+
+
 def _entries(conn: Connection, keys: Collection[MessageKey]) -> list[LedgerEntry]:
-    pairs = [(key.message_key, key.raw_sha256) for key in keys]
+    unique = sorted(set(keys))
     rows = conn.execute(
-        select(*_ENTRY_COLUMNS).where(tuple_(LEDGER.c.message_key, LEDGER.c.raw_sha256).in_(pairs))
+        _ENTRIES_BY_KEY,
+        {
+            "message_keys": [key.message_key for key in unique],
+            "hashes": [key.raw_sha256 for key in unique],
+        },
     ).all()
     return [_entry(row) for row in rows]
 

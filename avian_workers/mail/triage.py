@@ -130,7 +130,7 @@ def identify(raw: bytes, *, uidvalidity: int, uid: int) -> MessageIdentity:
     """The ledger key and header facts of a message, from its header section only."""
     message_id = subject = sender = None
     try:
-        headers = _HEADER_PARSER.parsebytes(raw, headersonly=True)
+        headers = _HEADER_PARSER.parsebytes(_header_section(raw), headersonly=True)
         message_id = _header(headers.get("Message-ID"))
         subject = _header(headers.get("Subject"))
         sender = _header(headers.get("From"))
@@ -145,6 +145,20 @@ def identify(raw: bytes, *, uidvalidity: int, uid: int) -> MessageIdentity:
         subject=subject,
         sender=sender,
     )
+
+
+# Every way an empty line can follow a line ending (CRLF, LF or a bare CR).
+_BLANK_LINES = (b"\r\n\r\n", b"\n\n", b"\r\r", b"\n\r\n", b"\r\n\n", b"\n\r")
+
+
+def _header_section(raw: bytes) -> bytes:
+    """`raw` up to and including its first empty line: everything a header-only parse reads.
+
+    The header section ends at the first empty line at the latest, so the parser sees the same
+    header lines as in the whole message, without reading the body line by line.
+    """
+    ends = [found + len(blank) for blank in _BLANK_LINES if (found := raw.find(blank)) >= 0]
+    return raw[: min(ends)] if ends else raw
 
 
 def triage(

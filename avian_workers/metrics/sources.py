@@ -89,16 +89,19 @@ def devices_with_posture(
     if device_ids is not None:
         params["device_ids"] = list(device_ids)
     with driver.cursor(name=f"posture_{day:%Y%m%d}", binary=True) as cursor:
-        cursor.itersize = fetch_rows
         cursor.execute(_ACTIVE_QUERY if device_ids is None else _GIVEN_QUERY, params)
-        for device_id, taken_at, *counters in cursor:
-            if taken_at is None:
-                yield device_id, NO_POSTURE
-            else:
-                yield (
-                    device_id,
-                    PostureSamples(taken_at, dict(zip(SECURITY_COUNTERS, counters, strict=True))),
-                )
+        # fetchmany rather than iterating the cursor: one call per batch, not one per device.
+        while rows := cursor.fetchmany(fetch_rows):
+            for device_id, taken_at, *counters in rows:
+                if taken_at is None:
+                    yield device_id, NO_POSTURE
+                else:
+                    yield (
+                        device_id,
+                        PostureSamples(
+                            taken_at, dict(zip(SECURITY_COUNTERS, counters, strict=True))
+                        ),
+                    )
 
 
 def read_redis_values(

@@ -1,4 +1,11 @@
-"""The simulator's ASGI app: Entra ID token issuing, admission of API calls and faults."""
+"""The simulator's ASGI app: Entra ID token issuing, admission of API calls and faults.
+
+Outlook tokens (scope https://outlook.office365.com/.default) are checked by Exchange Online
+when an app logs in to IMAP with XOAUTH2. The simulator offers that check as an RFC 7662
+introspection endpoint, so a real IMAP server (Dovecot's oauth2 passdb) can stand in for
+Exchange: it POSTs the token with its own client id and secret and gets `active` plus the
+mailbox the token may open as `username`.
+"""
 
 from __future__ import annotations
 
@@ -62,6 +69,16 @@ DEFENDER_AUDIENCES = frozenset(
         "https://securitycenter.onmicrosoft.com/windowsatpservice",
     }
 )
+OUTLOOK_AUDIENCES = frozenset(
+    {
+        "https://outlook.office365.com",
+        "https://outlook.office.com",
+        "00000002-0000-0ff1-ce00-000000000000",
+    }
+)
+IMAP_ROLE = "IMAP.AccessAsApp"
+INTROSPECTION_PATH = "/outlook/introspect"
+_INACTIVE: JsonObject = {"active": False}
 
 
 class MicrosoftSimulator:
@@ -74,9 +91,15 @@ class MicrosoftSimulator:
         admin_api: bool = False,
         signing_key: bytes | None = None,
         anchor: datetime | None = None,
+        introspection_clients: Mapping[str, str] | None = None,
     ) -> None:
-        """`signing_key` and `anchor` (default alert time) let several processes agree."""
+        """`signing_key` and `anchor` (default alert time) let several processes agree.
+
+        `introspection_clients` maps the client ids of resource servers (an IMAP server) to
+        the secrets they must send to the introspection endpoint.
+        """
         self._tenants: dict[str, SimulatedTenant] = {}
+        self._introspection_clients = dict(introspection_clients or {})
         self._signing_key = signing_key or secrets.token_bytes(32)
         self._anchor = anchor
         self._log: deque[RecordedRequest] = deque(maxlen=50_000)
@@ -106,6 +129,13 @@ class MicrosoftSimulator:
         tenant = self._tenants[tenant_id]
         tenant.faults = Faults.from_mapping(changes, base=faults or tenant.faults)
         return tenant.faults
+
+    def revoke_token(self, token: str) -> None:
+        """Refuse this token from now on, before it expires (APIs and introspection alike)."""
+        claims = self._token_claims(token)
+        if claims is None or str(claims.get("tid")) not in self._tenants:
+            raise ValueError("not a token this simulator issued")
+        self._tenants[str(claims["tid"])].revoked_tokens.add(str(claims["jti"]))
 
     def requests(self, tenant_id: str | None = None) -> list[RecordedRequest]:
         """The requests answered so far (the latest 50,000), optionally of one tenant."""
@@ -191,6 +221,7 @@ class MicrosoftSimulator:
                 Route("/_simulator/tenants/{tenant}/faults", self._admin_faults, methods=["PUT"]),
             ]
         routes += [
+            Route(INTROSPECTION_PATH, self._introspect, methods=["POST"]),
             Route("/{tenant}/v2.0/.well-known/openid-configuration", self._openid_configuration),
             Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
             Route("/{path:path}", self._not_found, methods=["GET", "POST", "PUT", "DELETE"]),
@@ -320,7 +351,7 @@ class MicrosoftSimulator:
                 "resource identifier (application ID URI).",
             )
         audience = resources.pop()
-        if audience not in GRAPH_AUDIENCES | DEFENDER_AUDIENCES:
+        if audience not in GRAPH_AUDIENCES | DEFENDER_AUDIENCES | OUTLOOK_AUDIENCES:
             return aadsts_error(
                 400,
                 "invalid_resource",
@@ -337,6 +368,65 @@ class MicrosoftSimulator:
                 "access_token": self._issue_token(tenant, client_id, audience),
             },
             cache_control="no-store, no-cache",
+        )
+
+    # -- Exchange Online's token check (RFC 7662 introspection) ---------------------------------
+
+    async def _introspect(self, request: Request) -> Response:
+        form = {
+            k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()
+        }
+        tenant, response = self._introspection_response(form)
+        if tenant is not None:
+            await delay(tenant.faults.latency)
+        self._record(tenant, "identity", request, response.status_code)
+        return response
+
+    def _introspection_response(
+        self, form: Mapping[str, str]
+    ) -> tuple[SimulatedTenant | None, Response]:
+        """The RFC 7662 answer: the mailbox the token may open over IMAP, or `active: false`."""
+        secret = self._introspection_clients.get(form.get("client_id", ""))
+        if secret is None or not hmac.compare_digest(form.get("client_secret", ""), secret):
+            return None, json_response(
+                401,
+                {
+                    "error": "invalid_client",
+                    "error_description": "Unknown resource server or wrong client secret.",
+                },
+            )
+        claims = self._token_claims(form.get("token", ""))
+        tenant = self._tenants.get(str(claims.get("tid"))) if claims else None
+        if claims is None or tenant is None:
+            return tenant, json_response(200, _INACTIVE, cache_control="no-store")
+        token_id = str(claims["jti"])
+        uses = tenant.use_token(token_id)
+        max_uses = tenant.faults.token_max_uses
+        if (
+            claims.get("aud") not in OUTLOOK_AUDIENCES
+            or int(claims["exp"]) <= time.time()
+            or (max_uses and uses > max_uses)
+            or token_id in tenant.revoked_tokens
+            or tenant.spec.mailbox is None
+        ):
+            return tenant, json_response(200, _INACTIVE, cache_control="no-store")
+        return tenant, json_response(
+            200,
+            {
+                "active": True,
+                "scope": IMAP_ROLE,
+                "client_id": claims["appid"],
+                "username": tenant.spec.mailbox,
+                "token_type": "Bearer",
+                "exp": claims["exp"],
+                "iat": claims["iat"],
+                "nbf": claims["nbf"],
+                "sub": claims["appid"],
+                "aud": claims["aud"],
+                "iss": claims["iss"],
+                "tid": claims["tid"],
+            },
+            cache_control="no-store",
         )
 
     # -- Graph and Defender ---------------------------------------------------------------------
@@ -379,6 +469,8 @@ class MicrosoftSimulator:
         uses = tenant.use_token(str(claims["jti"]))
         if expired or (tenant.faults.token_max_uses and uses > tenant.faults.token_max_uses):
             return tenant, unauthorized(api, "Lifetime validation failed, the token is expired.")
+        if str(claims["jti"]) in tenant.revoked_tokens:
+            return tenant, unauthorized(api, "The token has been revoked.")
         faults = tenant.faults
         await delay(faults.latency)
         tenant.api_calls += 1

@@ -99,6 +99,9 @@ class TenantSpec:
     secure_scores: int = 3
     graph_page_size: int = 1000  # largest page Graph sends, whatever $top asks
     anchor: datetime | None = None  # the newest alert's lastUpdateDateTime; default: creation
+    # The one mailbox the app may open over IMAP with an Outlook token (in Exchange Online:
+    # the IMAP.AccessAsApp role plus a mailbox permission for the app's service principal).
+    mailbox: str | None = None
 
     def __post_init__(self) -> None:
         sizes = (self.devices, self.alerts, self.cves, self.cves_per_device, self.policies)

@@ -22,7 +22,7 @@ from typing import Any, Self
 
 import uvicorn
 
-from avian_workers.simulator._microsoft_app import MicrosoftSimulator
+from avian_workers.simulator._microsoft_app import INTROSPECTION_PATH, MicrosoftSimulator
 from avian_workers.simulator._microsoft_data import TenantSpec
 from avian_workers.simulator._microsoft_endpoints import DEFENDER_PREFIX, GRAPH_PREFIX
 from avian_workers.simulator._microsoft_state import Faults
@@ -89,6 +89,11 @@ class SimulatorServer:
     @property
     def defender_base_url(self) -> str:
         return self.base_url + DEFENDER_PREFIX
+
+    @property
+    def introspection_url(self) -> str:
+        """Where an IMAP server checks Outlook tokens (needs an introspection client)."""
+        return self.base_url + INTROSPECTION_PATH
 
     def start(self, timeout: float = 15.0) -> None:
         self._thread.start()

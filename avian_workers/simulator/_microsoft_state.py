@@ -104,6 +104,7 @@ class SimulatedTenant:
         self.api_calls = 0
         self.tokens_issued = 0
         self._token_uses: dict[str, int] = {}
+        self.revoked_tokens: set[str] = set()  # token ids (jti) no longer accepted
         self._defender_calls: deque[float] = deque()
 
     # -- what the tenant holds (for assertions) -------------------------------------------

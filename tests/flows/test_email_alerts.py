@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import queue
@@ -26,13 +28,14 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.client.schemas.objects import State
 from prefect.settings import get_current_settings
 from pydantic import SecretStr
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from avian_workers.locks import hold
 from avian_workers.mail.mailbox import Mailbox, MailboxAuthError
 from avian_workers.mail.triage import identify
 from avian_workers.redis_store import RedisKeys
 from avian_workers.settings import Settings
+from avian_workers.simulator import INTROSPECTION_PATH, SimulatedTenant
 from flows.email_alerts import (
     LOCK_SCOPE,
     EmailAlertsSummary,
@@ -315,6 +318,63 @@ def test_run_that_fails_between_commit_and_filing_loses_nothing_and_the_next_run
     assert len(filed(mailbox)["Processed"]) == 2
 
 
+def backdate_ledger(engine: Engine, days: int) -> None:
+    """Make every ledger row (and review record) `days` old, filed or not as it stands."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE avian_workers.mail_ledger"
+                " SET processed_at = now() - make_interval(days => :d),"
+                " marked_at = marked_at - make_interval(days => :d)"
+            ),
+            {"d": days},
+        )
+        conn.execute(
+            text(
+                "UPDATE avian_workers.mail_review"
+                " SET created_at = created_at - make_interval(days => :d)"
+            ),
+            {"d": days},
+        )
+
+
+def test_mail_left_unread_long_past_the_ledger_retention_is_filed_not_stored_again(
+    mailbox: ImapAccount, db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mailbox.append([seed("ips-critical-01.eml"), seed("wan-critical-01.eml")])
+    failing_move_once(monkeypatch, IMAPClientError("MOVE failed: [SERVERBUG] Internal error"))
+    state = cast("State[Any]", email_alerts(return_state=True))
+    assert state.is_failed()  # committed, never filed: both still unread in the inbox
+    backdate_ledger(db, days=1000)
+
+    summary = run_flow()
+
+    assert summary.retention is not None
+    assert summary.retention.ledger_rows_deleted == 0
+    assert len(stored_alerts(db)) == 2
+    assert summary.report is not None
+    assert summary.report.resumed_filing == 2
+    assert len(filed(mailbox)["Processed"]) == 2
+
+
+def test_run_deletes_ledger_and_review_rows_past_retention_and_counts_them(
+    mailbox: ImapAccount, db: Engine
+) -> None:
+    mailbox.append([seed("ips-critical-01.eml"), seed("unknown-device-01.eml")])
+    run_flow()
+    backdate_ledger(db, days=400)  # past the default 365 (ledger) and 90 (review) days
+    mailbox.append([seed("wan-critical-01.eml")])
+
+    summary = run_flow()
+
+    assert summary.retention is not None
+    assert (summary.retention.ledger_rows_deleted, summary.retention.review_rows_deleted) == (2, 1)
+    assert summary.totals()["ledger_rows_deleted"] == 2
+    assert len(ledger(db)) == 1  # the new mail's row
+    assert stored_reviews(db) == []
+    assert len(stored_alerts(db)) == 2  # alerts are the platform's: retention leaves them
+
+
 def test_mailbox_locked_by_another_run_is_skipped_and_left_untouched(
     mailbox: ImapAccount, db: Engine, settings: Settings, redis_client: redis.Redis
 ) -> None:
@@ -452,14 +512,12 @@ def xoauth2_settings(
 def test_xoauth2_gets_an_app_only_token_from_msal_for_the_configured_tenant(
     microsoft_simulator_env: MicrosoftSimulatorHandle,
 ) -> None:
-    # The simulator issues tokens for Graph and Defender only, so the scope is Graph's here.
-    settings, _ = xoauth2_settings(
-        microsoft_simulator_env, imap_oauth_scope="https://graph.microsoft.com/.default"
-    )
+    settings, _ = xoauth2_settings(microsoft_simulator_env)
 
     tokens = imap_token_client(settings)
 
     assert tokens is not None
+    assert settings.imap_oauth_scope == "https://outlook.office365.com/.default"
     assert tokens.token(settings.imap_oauth_scope)
     assert mailbox_config(settings).auth == "xoauth2"
 
@@ -481,6 +539,112 @@ def test_xoauth2_login_without_a_token_is_an_auth_error_naming_the_cause(
         Mailbox(config, token_provider=partial(tokens.token, settings.imap_oauth_scope)).open()
 
     assert "not~the-right-secret-value" not in raised.exconly()
+
+
+@pytest.fixture
+def outlook_mailbox(
+    *,
+    imap_account_oauth2: ImapAccount,
+    microsoft_simulator: MicrosoftSimulatorHandle,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    firewalls: Firewalls,
+    settings: Settings,
+    redis_client: redis.Redis,
+) -> tuple[ImapAccount, SimulatedTenant]:
+    """An empty alert inbox on a server that introspects tokens, and the Entra app granted it.
+
+    The worker's environment names the app, not a password (IMAP_AUTH=xoauth2, default
+    Outlook scope), and trusts both the IMAP server and the identity endpoint.
+    """
+    account = imap_account_oauth2
+    tenant = microsoft_simulator.add_tenant(mailbox=account.username)
+    bundle = tmp_path / "ca-bundle.pem"
+    bundle.write_bytes(
+        account.ca_bundle.read_bytes() + b"\n" + microsoft_simulator.ca_cert.read_bytes()
+    )
+    env = {
+        **account.env(),
+        "SSL_CERT_FILE": str(bundle),
+        "REQUESTS_CA_BUNDLE": str(bundle),
+        "IMAP_AUTH": "xoauth2",
+        "IMAP_OAUTH_TENANT_ID": tenant.spec.tenant_id,
+        "IMAP_OAUTH_CLIENT_ID": tenant.spec.client_id,
+        "IMAP_OAUTH_CLIENT_SECRET": tenant.spec.client_secret,
+        "MS_AUTHORITY_HOST": microsoft_simulator.authority_host,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("IMAP_PASSWORD")
+    monkeypatch.delenv("IMAP_OAUTH_SCOPE", raising=False)
+    return account, tenant
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def introspection_statuses(
+    simulator: MicrosoftSimulatorHandle, tenant: SimulatedTenant
+) -> list[int]:
+    return [
+        r.status
+        for r in simulator.simulator.requests(tenant.spec.tenant_id)
+        if r.path == INTROSPECTION_PATH
+    ]
+
+
+def test_xoauth2_run_with_an_app_only_outlook_token_turns_mail_into_alerts(
+    outlook_mailbox: tuple[ImapAccount, SimulatedTenant],
+    microsoft_simulator: MicrosoftSimulatorHandle,
+    db: Engine,
+) -> None:
+    account, tenant = outlook_mailbox
+    account.append([seed("ips-critical-01.eml")])
+
+    summary = run_flow()
+
+    assert summary.report is not None
+    assert summary.report.outcomes == {"alert": 1}
+    assert [alert["alert_type"] for alert in stored_alerts(db)] == ["ips_alert"]
+    folders = filed(account)
+    assert (len(folders["INBOX"]), len(folders["Processed"])) == (0, 1)
+    assert introspection_statuses(microsoft_simulator, tenant) == [200]
+
+
+def test_xoauth2_run_for_a_mailbox_the_app_may_not_open_fails_without_touching_mail(
+    *,
+    outlook_mailbox: tuple[ImapAccount, SimulatedTenant],
+    microsoft_simulator: MicrosoftSimulatorHandle,
+    db: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    account, _granted = outlook_mailbox
+    account.append([seed("ips-critical-01.eml")])
+    other = microsoft_simulator.add_tenant(mailbox=account.server.new_username())
+    monkeypatch.setenv("IMAP_OAUTH_TENANT_ID", other.spec.tenant_id)
+    monkeypatch.setenv("IMAP_OAUTH_CLIENT_ID", other.spec.client_id)
+    monkeypatch.setenv("IMAP_OAUTH_CLIENT_SECRET", other.spec.client_secret)
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    caplog.set_level("DEBUG")
+    # The run writes its JSON lines to the stdout it finds at start (never closed, unlike capsys').
+    stdout = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stdout)
+
+    state = cast("State[Any]", email_alerts(return_state=True))
+
+    assert state.is_failed()
+    assert "login refused" in str(state.message)
+    assert introspection_statuses(microsoft_simulator, other) == [200]
+    assert ledger(db) == []
+    assert [SEEN in m.flags for m in account.messages("INBOX")] == [False]
+    logs = "\n".join([caplog.text, stdout.getvalue(), str(state.message)])
+    assert "ExecutionFailure" in stdout.getvalue()  # the run's stdout was captured
+    # Every token of the simulator starts with this JWT header; XOAUTH2 sends the token inside
+    # a base64 string that starts with "user=".
+    assert b64url(b'{"typ":"JWT","alg":"HS256"}') not in logs
+    assert base64.b64encode(b"user=").decode()[:6] not in logs
 
 
 # --- SIGKILL at random points -----------------------------------------------------------------

@@ -6,6 +6,14 @@ implicit TLS and a plaintext/STARTTLS listener on free 127.0.0.1 ports, a certif
 mapping every user to the `dovecot` account with a Maildir of its own under the directory. A
 fresh user name is therefore a fresh, empty mailbox: `imap_account` gives each test one.
 
+`dovecot_oauth2` (session) is a second Dovecot that checks XOAUTH2/OAUTHBEARER bearer tokens
+the way Exchange Online does for app-only tokens: its oauth2 passdb POSTs each token over TLS
+to the Microsoft simulator's RFC 7662 introspection endpoint (as a resource server with its own
+client id and secret, trusting the simulator's test CA) and lets the login in only when the
+answer is `active: true`, has the `IMAP.AccessAsApp` scope and names the login's user as
+`username`. Plain-text logins there still use the static password (to arrange and inspect mail);
+the password is never accepted as a token.
+
 If Dovecot is not installed, `scripts/ensure-dovecot.sh` installs it; if it still cannot be
 started the fixture fails with the reason (it never skips). Dovecot is stopped, and its whole
 process group checked gone, at session end.
@@ -28,11 +36,16 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trustme
 from imapclient import IMAPClient
+
+from avian_workers.simulator import IMAP_ROLE
+
+if TYPE_CHECKING:  # imported by pytest as a plugin of its own (assertion rewriting)
+    from tests.plugins.microsoft_simulator import MicrosoftSimulatorHandle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENSURE_DOVECOT = REPO_ROOT / "scripts" / "ensure-dovecot.sh"
@@ -68,13 +81,9 @@ ssl_cert = <{root}/tls/server.pem
 ssl_key = <{root}/tls/server.key
 # Plain-text login is allowed on the plaintext listener so that mode can be tested too.
 disable_plaintext_auth = no
-auth_mechanisms = plain login xoauth2
+auth_mechanisms = plain login xoauth2{extra_mechanisms}
 auth_failure_delay = 0
-passdb {{
-  driver = static
-  args = password={password}
-}}
-userdb {{
+{passdbs}userdb {{
   driver = static
   args = uid={uid} gid={gid} home={root}/mail/%u
 }}
@@ -101,6 +110,62 @@ service anvil {{
 }}
 """
 
+# Every mechanism, bearer tokens included, checked against the one password.
+_STATIC_PASSDB = """\
+passdb {{
+  driver = static
+  args = password={password}
+}}
+"""
+
+# The password for plain-text logins only; bearer tokens go to the introspection endpoint.
+# auth_verbose logs why a token was refused (never the token: auth_verbose_passwords is off).
+_OAUTH2_PASSDBS = """\
+auth_verbose = yes
+passdb {{
+  driver = static
+  mechanisms = plain login
+  args = password={password}
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/dovecot-oauth2.conf.ext
+}}
+"""
+
+# Dovecot 2.3's oauth2 passdb (dovecot-oauth2.conf.ext): no tokeninfo_url, so every token is
+# introspected. It refuses a token whose answer has an `active` other than `true` (2.3 lets an
+# answer without `active` pass, so the endpoint always sends it), lacks the scope, or names
+# another user (both sides normalised with username_format, default %Lu). An answer without
+# `username`, or an endpoint it cannot reach or trust, is a temporary failure ([UNAVAILABLE]).
+_OAUTH2_TEMPLATE = """\
+introspection_mode = post
+introspection_url = {url}
+client_id = {client_id}
+client_secret = {client_secret}
+username_attribute = {username_attribute}
+active_attribute = active
+active_value = true
+scope = {scope}
+tls_ca_cert_file = {root}/tls/oauth2-ca.pem
+timeout_msecs = 10000
+"""
+
+
+@dataclass(frozen=True)
+class OAuth2Introspection:
+    """Where Dovecot's oauth2 passdb checks bearer tokens (RFC 7662, POST over TLS)."""
+
+    url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    ca_cert: Path
+    """The CA of the introspection endpoint's certificate (copied where Dovecot can read it)."""
+    scope: str
+    """Required in the answer's `scope`."""
+    username_attribute: str = "username"
+
 
 @dataclass(frozen=True)
 class DovecotServer:
@@ -120,6 +185,8 @@ class DovecotServer:
     log_path: Path
     mail_root: Path
     started_in_seconds: float
+    introspection: OAuth2Introspection | None = None
+    """Set when bearer tokens are introspected (else they are checked like the password)."""
     _usernames: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
     def new_username(self) -> str:
@@ -276,19 +343,40 @@ class _PortTakenError(Exception):
 
 
 def _start(
-    root: Path, binary: str, capabilities: str | None
+    root: Path,
+    binary: str,
+    capabilities: str | None,
+    introspection: OAuth2Introspection | None = None,
 ) -> tuple[DovecotServer, _RunningDovecot]:
     """Start Dovecot in `root`, choosing new free ports if a chosen one was taken meanwhile."""
     for _attempt in range(3):
         try:
-            return _start_once(root, binary, capabilities)
+            return _start_once(root, binary, capabilities, introspection)
         except _PortTakenError:
             continue
     pytest.fail(f"Dovecot could not bind free loopback ports:\n{_diagnostics(root)}", pytrace=False)
 
 
+def _write_oauth2_config(root: Path, introspection: OAuth2Introspection) -> None:
+    """The oauth2 passdb's file and CA, readable by the auth process (user `dovecot`)."""
+    shutil.copyfile(introspection.ca_cert, root / "tls" / "oauth2-ca.pem")
+    (root / "dovecot-oauth2.conf.ext").write_text(
+        _OAUTH2_TEMPLATE.format(
+            root=root,
+            url=introspection.url,
+            client_id=introspection.client_id,
+            client_secret=introspection.client_secret,
+            username_attribute=introspection.username_attribute,
+            scope=introspection.scope,
+        )
+    )
+
+
 def _start_once(
-    root: Path, binary: str, capabilities: str | None
+    root: Path,
+    binary: str,
+    capabilities: str | None,
+    introspection: OAuth2Introspection | None,
 ) -> tuple[DovecotServer, _RunningDovecot]:
     try:
         uid = pwd.getpwnam("dovecot").pw_uid
@@ -304,6 +392,9 @@ def _start_once(
     os.chown(mail_root, uid, gid)
     tls_port, plain_port = _free_port(), _free_port()
     capability_line = f"  imap_capability = {capabilities}\n" if capabilities else ""
+    if introspection is not None:
+        _write_oauth2_config(root, introspection)
+    passdbs = _OAUTH2_PASSDBS if introspection is not None else _STATIC_PASSDB
     config = root / "dovecot.conf"
     config.write_text(
         _CONFIG_TEMPLATE.format(
@@ -312,7 +403,8 @@ def _start_once(
             host=LOOPBACK,
             uid=uid,
             gid=gid,
-            password=TEST_PASSWORD,
+            extra_mechanisms=" oauthbearer" if introspection is not None else "",
+            passdbs=passdbs.format(root=root, password=TEST_PASSWORD),
             capability_line=capability_line,
             plain_port=plain_port,
             tls_port=tls_port,
@@ -347,6 +439,7 @@ def _start_once(
         log_path=root / "dovecot.log",
         mail_root=mail_root,
         started_in_seconds=time.monotonic() - started,
+        introspection=introspection,
     )
     return server, running
 
@@ -434,22 +527,25 @@ def _group_members(pgid: int) -> list[int]:
 
 @pytest.fixture(scope="session")
 def dovecot_factory() -> Iterator[Callable[..., DovecotServer]]:
-    """Start (once per distinct capability list) a Dovecot; all are stopped at session end."""
+    """Start (once per distinct configuration) a Dovecot; all are stopped at session end."""
     binary = _dovecot_binary()
-    started: dict[str | None, DovecotServer] = {}
+    started: dict[tuple[str | None, OAuth2Introspection | None], DovecotServer] = {}
     running: list[_RunningDovecot] = []
     roots: list[Path] = []
 
-    def start(capabilities: str | None = None) -> DovecotServer:
-        if capabilities in started:
-            return started[capabilities]
+    def start(
+        capabilities: str | None = None, introspection: OAuth2Introspection | None = None
+    ) -> DovecotServer:
+        key = (capabilities, introspection)
+        if key in started:
+            return started[key]
         # Not pytest's tmp_path: those are 0700, and Dovecot's unprivileged users must traverse it.
         root = Path(tempfile.mkdtemp(prefix="avian-dovecot-"))
         root.chmod(0o755)
         roots.append(root)
-        server, process = _start(root, binary, capabilities)
+        server, process = _start(root, binary, capabilities, introspection)
         running.append(process)
-        started[capabilities] = server
+        started[key] = server
         return server
 
     try:
@@ -473,6 +569,22 @@ def dovecot_without_move(dovecot_factory: Callable[..., DovecotServer]) -> Dovec
     return dovecot_factory(CAPABILITIES_WITHOUT_MOVE)
 
 
+@pytest.fixture(scope="session")
+def dovecot_oauth2(
+    dovecot_factory: Callable[..., DovecotServer], microsoft_simulator: MicrosoftSimulatorHandle
+) -> DovecotServer:
+    """A Dovecot whose bearer tokens are checked by the Microsoft simulator's introspection."""
+    return dovecot_factory(
+        introspection=OAuth2Introspection(
+            url=microsoft_simulator.introspection_url,
+            client_id=microsoft_simulator.introspection_client_id,
+            client_secret=microsoft_simulator.introspection_client_secret,
+            ca_cert=microsoft_simulator.ca_cert,
+            scope=IMAP_ROLE,
+        )
+    )
+
+
 @pytest.fixture
 def imap_account(dovecot: DovecotServer) -> ImapAccount:
     """A fresh, empty mailbox (new user) on the session's Dovecot."""
@@ -485,15 +597,24 @@ def imap_account_without_move(dovecot_without_move: DovecotServer) -> ImapAccoun
     return ImapAccount(server=dovecot_without_move, username=dovecot_without_move.new_username())
 
 
+@pytest.fixture
+def imap_account_oauth2(dovecot_oauth2: DovecotServer) -> ImapAccount:
+    """A fresh, empty mailbox on the Dovecot that introspects bearer tokens."""
+    return ImapAccount(server=dovecot_oauth2, username=dovecot_oauth2.new_username())
+
+
 __all__ = [
     "CAPABILITIES_WITHOUT_MOVE",
     "CAPABILITIES_WITHOUT_MOVE_OR_UIDPLUS",
     "DovecotServer",
     "ImapAccount",
+    "OAuth2Introspection",
     "StoredMessage",
     "dovecot",
     "dovecot_factory",
+    "dovecot_oauth2",
     "dovecot_without_move",
     "imap_account",
+    "imap_account_oauth2",
     "imap_account_without_move",
 ]

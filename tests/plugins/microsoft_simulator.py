@@ -3,6 +3,8 @@
 `microsoft_simulator` (session) yields a handle with the base URLs, a CA bundle (the system
 CAs plus the test CA) and the simulator itself, whose tenants and faults tests configure.
 Tests add their own tenants (`handle.add_tenant(...)`), so sharing one server is safe.
+The handle also carries the credentials an IMAP server uses on the introspection endpoint
+(Outlook tokens for XOAUTH2, see tests/plugins/dovecot.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from avian_workers.simulator import (
 )
 
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+OUTLOOK_SCOPE = "https://outlook.office365.com/.default"
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,11 @@ class MicrosoftSimulatorHandle:
     graph_base_url: str
     defender_base_url: str
     ca_bundle: Path
+    ca_cert: Path
+    """The test CA alone (for a server that takes one CA file, like Dovecot)."""
+    introspection_url: str
+    introspection_client_id: str
+    introspection_client_secret: str
 
     def endpoints(self) -> MicrosoftEndpoints:
         """Production scopes, simulator URLs: what Settings map to in a test run."""
@@ -85,7 +93,12 @@ def microsoft_simulator(
         pem.write_to_path(certfile, append=index > 0)
     bundle = directory / "ca-bundle.pem"
     bundle.write_bytes(SYSTEM_CA_BUNDLE.read_bytes() + b"\n" + authority.cert_pem.bytes())
-    simulator = MicrosoftSimulator(admin_api=True)
+    ca_cert = directory / "test-ca.pem"
+    authority.cert_pem.write_to_path(ca_cert)
+    introspection_client = (f"imap-{uuid.uuid4()}", secrets.token_urlsafe(24))
+    simulator = MicrosoftSimulator(
+        admin_api=True, introspection_clients=dict([introspection_client])
+    )
     with SimulatorServer(simulator, certfile=certfile, keyfile=keyfile) as server:
         yield MicrosoftSimulatorHandle(
             simulator=simulator,
@@ -93,6 +106,10 @@ def microsoft_simulator(
             graph_base_url=server.graph_base_url,
             defender_base_url=server.defender_base_url,
             ca_bundle=bundle,
+            ca_cert=ca_cert,
+            introspection_url=server.introspection_url,
+            introspection_client_id=introspection_client[0],
+            introspection_client_secret=introspection_client[1],
         )
 
 

@@ -15,9 +15,12 @@ from avian_workers.edr.merge import (
     INTUNE_FIELDS,
     DeviceIdentityIndex,
     FailedRulesByDevice,
+    IdentityLookup,
     SourceIdentity,
     device_for_alert,
     device_for_vulnerability,
+    folded_id,
+    host_label,
     hostnames_match,
     merge_devices,
     same_device,
@@ -418,6 +421,42 @@ def test_rerun_with_remembered_identities_reproduces_every_key() -> None:
         second_run.remember(key, identity)
 
     assert keys_of(second_run, machines + managed) == first_keys
+
+
+def named_by(
+    stored: list[tuple[str, SourceIdentity]], lookup: IdentityLookup
+) -> DeviceIdentityIndex:
+    """What the store loads for a page: every identity of each device the lookup names."""
+    ids = {"defender": lookup.defender_ids, "intune": lookup.intune_ids}
+    devices = {
+        key
+        for key, identity in stored
+        if identity.source_key in ids[identity.source]
+        or folded_id(identity.aad_device_id) in lookup.aad_ids
+        or host_label(identity.hostname) in lookup.host_labels
+    }
+    index = DeviceIdentityIndex()
+    for key, identity in sorted(stored, key=lambda pair: (pair[1].source, pair[1].source_id)):
+        if key in devices:
+            index.remember(key, identity)
+    return index
+
+
+def test_pages_resolved_against_only_the_identities_they_name_get_the_whole_index_keys() -> None:
+    machines, managed = tenant_fleet()
+    expected = keys_of(DeviceIdentityIndex(), machines + managed)
+
+    table: dict[tuple[str, str], tuple[str, SourceIdentity]] = {}  # the identity table
+    keys: dict[str, str] = {}
+    records = machines + managed
+    for start in range(0, len(records), 5):  # pages of five, each stored before the next
+        page = records[start : start + 5]
+        index = named_by(list(table.values()), IdentityLookup.of_devices(page))
+        keys |= keys_of(index, page)
+        table |= {(i.source, i.source_id): (key, i) for key, i in index.identities()}
+
+    assert keys == expected
+    assert len(table) == len(records)
 
 
 def test_identities_list_every_source_record_with_its_key() -> None:

@@ -21,9 +21,8 @@ from avian_workers.db.models import (
     EdrSecureScore,
     EdrVulnerability,
 )
-from avian_workers.edr.merge import DeviceIdentityIndex, FailedRulesByDevice
+from avian_workers.edr.merge import FailedRulesByDevice
 from avian_workers.edr.normalize import (
-    DeviceRecord,
     VulnerabilityFinding,
     alert_record,
     compliance_record,
@@ -35,7 +34,6 @@ from avian_workers.edr.normalize import (
 from avian_workers.edr.posture import PostureInputs, posture_score
 from avian_workers.edr.secure_score import SecureScoreRecord
 from avian_workers.edr.store import ALERTS, TenantStore, tenants_to_poll
-from avian_workers.edr.sync import defender_keys
 from tests.avian_workers.edr.payloads import (
     INTUNE_ID,
     MACHINE_ID,
@@ -65,30 +63,23 @@ def store(db: Engine, tenant_id: uuid.UUID) -> TenantStore:
     return TenantStore(db, tenant_id)
 
 
-def write_defender(
-    store: TenantStore, index: DeviceIdentityIndex, *machines: dict[str, Any]
-) -> list[DeviceRecord]:
-    records = [index.assign(defender_device(m)) for m in machines]
-    store.write_defender_devices(records)
-    return records
+def write_defender(store: TenantStore, *machines: dict[str, Any]) -> int:
+    return store.write_defender_devices([defender_device(m) for m in machines])
 
 
 def write_intune(
     store: TenantStore,
-    index: DeviceIdentityIndex,
     *devices: dict[str, Any],
     failed_rules: FailedRulesByDevice | None = None,
     rules_known: bool = True,
-) -> list[DeviceRecord]:
-    records = [index.assign(intune_device(d)) for d in devices]
+) -> int:
+    records = [intune_device(d) for d in devices]
     rules = failed_rules or FailedRulesByDevice()
-    store.write_intune_devices(
+    return store.write_intune_devices(
         records,
-        defender_keys=defender_keys(index),
         compliance=[compliance_record(r, rules.rules_for(r), checked_at=NOW) for r in records],
         failed_rules_known=rules_known,
     )
-    return records
 
 
 def device_rows(engine: Engine, tenant_id: uuid.UUID) -> dict[str, Any]:
@@ -108,9 +99,8 @@ def table_count(engine: Engine, model: type[Base]) -> int:
 def test_defender_and_intune_records_of_one_device_make_one_row_with_each_sources_columns(
     db: Engine, store: TenantStore, tenant_id: uuid.UUID
 ) -> None:
-    index = store.device_index()
-    write_defender(store, index, defender_machine())
-    write_intune(store, index, managed_device())
+    write_defender(store, defender_machine())
+    write_intune(store, managed_device())
 
     (row,) = device_rows(db, tenant_id).values()
     assert row.microsoft_device_id == MACHINE_ID
@@ -130,9 +120,8 @@ def test_defender_and_intune_records_of_one_device_make_one_row_with_each_source
 def test_intune_fills_only_the_defender_columns_defender_left_empty(
     db: Engine, store: TenantStore, tenant_id: uuid.UUID
 ) -> None:
-    index = store.device_index()
-    write_defender(store, index, defender_machine(osVersion=None, version=None))
-    write_intune(store, index, managed_device(osVersion="10.0.22631.9999"))
+    write_defender(store, defender_machine(osVersion=None, version=None))
+    write_intune(store, managed_device(osVersion="10.0.22631.9999"))
 
     (row,) = device_rows(db, tenant_id).values()
     assert row.os_version == "10.0.22631.9999"
@@ -143,12 +132,11 @@ def test_intune_fills_only_the_defender_columns_defender_left_empty(
 def test_a_device_stored_from_intune_keeps_its_key_when_defender_finds_it(
     db: Engine, store: TenantStore, tenant_id: uuid.UUID
 ) -> None:
-    write_intune(store, store.device_index(), managed_device())
+    write_intune(store, managed_device())
     assert set(device_rows(db, tenant_id)) == {INTUNE_ID}
 
-    rerun = store.device_index()
-    write_defender(store, rerun, defender_machine())
-    write_intune(store, rerun, managed_device())
+    write_defender(store, defender_machine())
+    write_intune(store, managed_device())
 
     (row,) = device_rows(db, tenant_id).values()
     assert row.microsoft_device_id == INTUNE_ID
@@ -158,10 +146,8 @@ def test_a_device_stored_from_intune_keeps_its_key_when_defender_finds_it(
 def test_a_device_only_intune_knows_takes_every_change_from_intune(
     db: Engine, store: TenantStore, tenant_id: uuid.UUID
 ) -> None:
-    write_intune(store, store.device_index(), managed_device(aadDeviceId=None))
-    write_intune(
-        store, store.device_index(), managed_device(deviceName="PC01-RENAMED", osVersion="11")
-    )
+    write_intune(store, managed_device(aadDeviceId=None))
+    write_intune(store, managed_device(deviceName="PC01-RENAMED", osVersion="11"))
 
     (row,) = device_rows(db, tenant_id).values()
     assert (row.device_name, row.os_version) == ("PC01-RENAMED", "11")
@@ -170,10 +156,9 @@ def test_a_device_only_intune_knows_takes_every_change_from_intune(
 def test_last_seen_at_never_moves_back(
     db: Engine, store: TenantStore, tenant_id: uuid.UUID
 ) -> None:
-    index = store.device_index()
-    write_defender(store, index, defender_machine(lastSeen="2024-12-09T09:00:00Z"))
-    write_intune(store, index, managed_device(lastSyncDateTime="2024-12-09T09:30:00Z"))
-    write_defender(store, index, defender_machine(lastSeen="2024-12-08T09:00:00Z"))
+    write_defender(store, defender_machine(lastSeen="2024-12-09T09:00:00Z"))
+    write_intune(store, managed_device(lastSyncDateTime="2024-12-09T09:30:00Z"))
+    write_defender(store, defender_machine(lastSeen="2024-12-08T09:00:00Z"))
 
     (row,) = device_rows(db, tenant_id).values()
     assert row.last_seen_at == datetime(2024, 12, 9, 9, 30, tzinfo=UTC)
@@ -183,15 +168,13 @@ def test_writing_the_same_pages_again_changes_no_row(
     db: Engine, store: TenantStore, tenant_id: uuid.UUID
 ) -> None:
     def poll() -> None:
-        index = store.device_index()
         write_defender(
             store,
-            index,
             defender_machine(),
             defender_machine(id=OTHER_MACHINE_ID, aadDeviceId=OTHER_AAD_ID, computerDnsName="pc02"),
         )
-        write_intune(store, index, managed_device())
-        store.write_alerts([alert_record(graph_alert())], index)
+        write_intune(store, managed_device())
+        store.write_alerts([alert_record(graph_alert())])
 
     poll()
     with db.connect() as conn:
@@ -215,10 +198,8 @@ def test_writing_the_same_pages_again_changes_no_row(
 def test_an_alert_is_linked_to_the_device_its_evidence_names(
     db: Engine, store: TenantStore, tenant_id: uuid.UUID
 ) -> None:
-    index = store.device_index()
     write_defender(
         store,
-        index,
         defender_machine(),
         defender_machine(
             id=OTHER_MACHINE_ID, aadDeviceId=OTHER_AAD_ID, computerDnsName="pc02.contoso.local"
@@ -228,7 +209,7 @@ def test_an_alert_is_linked_to_the_device_its_evidence_names(
         id="alert-pc02", evidence=[device_evidence(mdeDeviceId=OTHER_MACHINE_ID)]
     )
     about_nobody = graph_alert(id="alert-user", evidence=[])
-    store.write_alerts([alert_record(about_pc02), alert_record(about_nobody)], index)
+    store.write_alerts([alert_record(about_pc02), alert_record(about_nobody)])
 
     devices = device_rows(db, tenant_id)
     with db.connect() as conn:
@@ -236,13 +217,39 @@ def test_an_alert_is_linked_to_the_device_its_evidence_names(
     assert links == {"alert-pc02": devices[OTHER_MACHINE_ID].id, "alert-user": None}
 
 
+def test_a_later_page_finds_a_stored_device_by_its_ids_and_host_name_in_any_case(
+    db: Engine, store: TenantStore, tenant_id: uuid.UUID
+) -> None:
+    write_defender(store, defender_machine())
+    by_machine = device_evidence(
+        mdeDeviceId=MACHINE_ID.upper(), azureAdDeviceId=None, deviceDnsName=None
+    )
+    by_name = device_evidence(mdeDeviceId=None, azureAdDeviceId=None, deviceDnsName="PC01.")
+    store.write_alerts(
+        [
+            alert_record(graph_alert(id="by-machine", evidence=[by_machine])),
+            alert_record(graph_alert(id="by-name", evidence=[by_name])),
+        ]
+    )
+    with store.vulnerability_sweep() as sweep:
+        sweep.write_page(findings(vulnerability_row(deviceId=f" {MACHINE_ID.upper()} ")))
+    write_intune(store, managed_device(azureADDeviceId=None, deviceName="PC01"))
+
+    (device,) = device_rows(db, tenant_id).values()
+    with db.connect() as conn:
+        alerts = dict(conn.execute(select(EdrAlert.microsoft_alert_id, EdrAlert.device_id)).all())
+        linked = conn.execute(select(EdrDeviceVulnerability.device_id)).scalars().all()
+    assert alerts == {"by-machine": device.id, "by-name": device.id}
+    assert linked == [device.id]
+    assert device.intune_compliance_state == "noncompliant"
+
+
 def test_an_alert_keeps_its_device_when_its_evidence_no_longer_resolves(
     db: Engine, store: TenantStore, tenant_id: uuid.UUID
 ) -> None:
-    index = store.device_index()
-    write_defender(store, index, defender_machine())
-    store.write_alerts([alert_record(graph_alert())], index)
-    store.write_alerts([alert_record(graph_alert(status="resolved", evidence=[]))], index)
+    write_defender(store, defender_machine())
+    store.write_alerts([alert_record(graph_alert())])
+    store.write_alerts([alert_record(graph_alert(status="resolved", evidence=[]))])
 
     with db.connect() as conn:
         row = conn.execute(select(EdrAlert)).one()
@@ -251,7 +258,7 @@ def test_an_alert_keeps_its_device_when_its_evidence_no_longer_resolves(
 
 
 def test_informational_alerts_are_stored_as_low(db: Engine, store: TenantStore) -> None:
-    store.write_alerts([alert_record(graph_alert(severity="informational"))], store.device_index())
+    store.write_alerts([alert_record(graph_alert(severity="informational"))])
     with db.connect() as conn:
         assert conn.execute(select(EdrAlert.severity)).scalar_one() == "low"
 
@@ -259,11 +266,10 @@ def test_informational_alerts_are_stored_as_low(db: Engine, store: TenantStore) 
 def test_two_tenants_sharing_microsoft_ids_never_share_or_touch_rows(db: Engine) -> None:
     first, second = TenantStore(db, add_tenant_row(db)), TenantStore(db, add_tenant_row(db))
     for store, name in ((first, "first.contoso.local"), (second, "second.fabrikam.local")):
-        index = store.device_index()
-        write_defender(store, index, defender_machine(computerDnsName=name))
-        store.write_alerts([alert_record(graph_alert())], index)
+        write_defender(store, defender_machine(computerDnsName=name))
+        store.write_alerts([alert_record(graph_alert())])
         with store.vulnerability_sweep() as sweep:
-            sweep.write_page(findings(vulnerability_row()), index)
+            sweep.write_page(findings(vulnerability_row()))
 
     for store, name in ((first, "first.contoso.local"), (second, "second.fabrikam.local")):
         (device,) = device_rows(db, store.tenant_id).values()
@@ -307,10 +313,8 @@ def links(engine: Engine) -> dict[tuple[str, str], datetime | None]:
 def test_vulnerability_pages_store_one_row_per_cve_and_the_earliest_detection_per_link(
     db: Engine, store: TenantStore
 ) -> None:
-    index = store.device_index()
     write_defender(
         store,
-        index,
         defender_machine(),
         defender_machine(id=OTHER_MACHINE_ID, aadDeviceId=OTHER_AAD_ID, computerDnsName="pc02"),
     )
@@ -322,15 +326,13 @@ def test_vulnerability_pages_store_one_row_per_cve_and_the_earliest_detection_pe
                 vulnerability_row(**chrome, deviceId=OTHER_MACHINE_ID),
                 vulnerability_row(cveId="CVE-2024-0001", cvssScore=5.0),
                 vulnerability_row(cveId=None),  # inventoried software, no CVE
-            ),
-            index,
+            )
         )
         sweep.write_page(
             findings(
                 vulnerability_row(**chrome, firstSeenTimestamp="2024-12-01 00:00:00"),
                 vulnerability_row(**chrome, firstSeenTimestamp="2024-12-07 00:00:00"),
-            ),
-            index,
+            )
         )
 
     assert table_count(db, EdrVulnerability) == 2
@@ -344,12 +346,11 @@ def test_vulnerability_pages_store_one_row_per_cve_and_the_earliest_detection_pe
 def test_two_machines_of_one_device_listing_a_cve_make_one_link(
     db: Engine, store: TenantStore
 ) -> None:
-    index = store.device_index()
     # Two Defender machines of one Azure AD device (a reinstall) are one device row.
-    write_defender(store, index, defender_machine(), defender_machine(id=OTHER_MACHINE_ID))
+    write_defender(store, defender_machine(), defender_machine(id=OTHER_MACHINE_ID))
     with store.vulnerability_sweep() as sweep:
         sweep.write_page(
-            findings(vulnerability_row(), vulnerability_row(deviceId=OTHER_MACHINE_ID)), index
+            findings(vulnerability_row(), vulnerability_row(deviceId=OTHER_MACHINE_ID))
         )
     assert list(links(db)) == [(MACHINE_ID, "CVE-2024-12053")]
 
@@ -357,13 +358,12 @@ def test_two_machines_of_one_device_listing_a_cve_make_one_link(
 def test_a_complete_sweep_removes_the_links_the_export_no_longer_lists(
     db: Engine, store: TenantStore
 ) -> None:
-    index = store.device_index()
-    write_defender(store, index, defender_machine())
+    write_defender(store, defender_machine())
     with store.vulnerability_sweep() as sweep:
-        sweep.write_page(findings(vulnerability_row(), vulnerability_row(cveId="CVE-1")), index)
+        sweep.write_page(findings(vulnerability_row(), vulnerability_row(cveId="CVE-1")))
         assert sweep.remove_unseen_links() == 0
     with store.vulnerability_sweep() as sweep:
-        sweep.write_page(findings(vulnerability_row()), index)
+        sweep.write_page(findings(vulnerability_row()))
         assert sweep.remove_unseen_links() == 1
 
     assert list(links(db)) == [(MACHINE_ID, "CVE-2024-12053")]
@@ -371,22 +371,20 @@ def test_a_complete_sweep_removes_the_links_the_export_no_longer_lists(
 
 
 def test_a_sweep_that_did_not_finish_removes_nothing(db: Engine, store: TenantStore) -> None:
-    index = store.device_index()
-    write_defender(store, index, defender_machine())
+    write_defender(store, defender_machine())
     with store.vulnerability_sweep() as sweep:
-        sweep.write_page(findings(vulnerability_row(), vulnerability_row(cveId="CVE-1")), index)
+        sweep.write_page(findings(vulnerability_row(), vulnerability_row(cveId="CVE-1")))
     with store.vulnerability_sweep() as sweep:
-        sweep.write_page(findings(vulnerability_row()), index)
+        sweep.write_page(findings(vulnerability_row()))
     assert len(links(db)) == 2
 
 
 def test_a_sweep_never_removes_another_tenants_links(db: Engine, store: TenantStore) -> None:
     other = TenantStore(db, add_tenant_row(db))
     for each in (store, other):
-        index = each.device_index()
-        write_defender(each, index, defender_machine())
+        write_defender(each, defender_machine())
         with each.vulnerability_sweep() as sweep:
-            sweep.write_page(findings(vulnerability_row()), index)
+            sweep.write_page(findings(vulnerability_row()))
     with store.vulnerability_sweep() as sweep:
         assert sweep.remove_unseen_links() == 1
     assert table_count(db, EdrDeviceVulnerability) == 1
@@ -409,10 +407,8 @@ def test_compliance_is_one_row_per_device_with_its_failed_rules(
             policy_device_status_item(), policy_id=POLICY_ID, policy_name="Windows baseline"
         )
     )
-    index = store.device_index()
     write_intune(
         store,
-        index,
         managed_device(),
         managed_device(
             id=OTHER_INTUNE_ID,
@@ -422,7 +418,7 @@ def test_compliance_is_one_row_per_device_with_its_failed_rules(
         ),
         failed_rules=rules,
     )
-    write_intune(store, index, managed_device(), failed_rules=rules)
+    write_intune(store, managed_device(), failed_rules=rules)
 
     devices = device_rows(db, tenant_id)
     by_device = {row.device_id: row for row in compliance_rows(db)}
@@ -444,7 +440,7 @@ def test_compliance_is_one_row_per_device_with_its_failed_rules(
 def test_unread_policy_statuses_store_failed_rules_as_unknown(
     db: Engine, store: TenantStore
 ) -> None:
-    write_intune(store, store.device_index(), managed_device(), rules_known=False)
+    write_intune(store, managed_device(), rules_known=False)
     with db.connect() as conn:
         is_sql_null = conn.execute(select(EdrCompliance.failed_rules.is_(None))).scalar_one()
     assert is_sql_null  # SQL NULL (unknown), not the JSON value null
@@ -453,10 +449,8 @@ def test_unread_policy_statuses_store_failed_rules_as_unknown(
 def test_posture_inputs_are_counted_from_the_tenants_stored_rows(
     db: Engine, store: TenantStore
 ) -> None:
-    index = store.device_index()
     write_defender(
         store,
-        index,
         defender_machine(riskScore="High"),
         defender_machine(
             id=OTHER_MACHINE_ID, aadDeviceId=OTHER_AAD_ID, computerDnsName="pc02", riskScore="Low"
@@ -464,7 +458,6 @@ def test_posture_inputs_are_counted_from_the_tenants_stored_rows(
     )
     write_intune(
         store,
-        index,
         managed_device(),  # noncompliant, merges with the first machine
         managed_device(
             id=OTHER_INTUNE_ID,
@@ -479,8 +472,7 @@ def test_posture_inputs_are_counted_from_the_tenants_stored_rows(
             alert_record(graph_alert(id="a2", severity="high", status="resolved")),
             alert_record(graph_alert(id="a3", severity="medium", status="inProgress")),
             alert_record(graph_alert(id="a4", severity="informational", status="new")),
-        ],
-        index,
+        ]
     )
     with store.vulnerability_sweep() as sweep:
         sweep.write_page(
@@ -489,14 +481,12 @@ def test_posture_inputs_are_counted_from_the_tenants_stored_rows(
                 vulnerability_row(cveId="CVE-2", cvssScore=7.0, deviceId=OTHER_MACHINE_ID),
                 vulnerability_row(cveId="CVE-1", cvssScore=9.8, deviceId=OTHER_MACHINE_ID),
                 vulnerability_row(cveId="CVE-3", cvssScore=6.9),
-            ),
-            index,
+            )
         )
     # Another tenant's rows never count.
     other = TenantStore(db, add_tenant_row(db))
-    other_index = other.device_index()
-    write_defender(other, other_index, defender_machine(riskScore="High"))
-    other.write_alerts([alert_record(graph_alert(severity="high"))], other_index)
+    write_defender(other, defender_machine(riskScore="High"))
+    other.write_alerts([alert_record(graph_alert(severity="high"))])
 
     inputs = store.posture_inputs()
     assert sorted(inputs.risk_scores, key=lambda s: -1 if s is None else s) == [None, 30, 90]

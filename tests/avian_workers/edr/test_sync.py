@@ -104,9 +104,7 @@ def test_alerts_older_than_the_backfill_window_are_not_read_on_the_first_run(
 ) -> None:
     simulated.add_alert(now() - timedelta(days=8))
 
-    report = sync_alerts(
-        clients.graph, store, store.device_index(), now=now(), backfill=BACKFILL, overlap=OVERLAP
-    )
+    report = sync_alerts(clients.graph, store, now=now(), backfill=BACKFILL, overlap=OVERLAP)
 
     assert report.rows == alert_count(db, store.tenant_id) == len(simulated.alerts()) - 1
 
@@ -118,9 +116,7 @@ def test_a_rejected_alert_holds_the_watermark_back_so_it_is_read_again(
     broken = alerts[3]
     simulated.update_alert(broken["id"], broken["lastUpdateDateTime"], severity="catastrophic")
 
-    report = sync_alerts(
-        clients.graph, store, store.device_index(), now=now(), backfill=BACKFILL, overlap=OVERLAP
-    )
+    report = sync_alerts(clients.graph, store, now=now(), backfill=BACKFILL, overlap=OVERLAP)
 
     assert (report.status, report.rejected, report.rows) == ("ok", 1, len(alerts) - 1)
     assert report.is_warning
@@ -130,9 +126,7 @@ def test_a_rejected_alert_holds_the_watermark_back_so_it_is_read_again(
     assert state.watermark.isoformat().startswith(broken["lastUpdateDateTime"][:19])
 
     simulated.update_alert(broken["id"], broken["lastUpdateDateTime"], severity="high")
-    sync_alerts(
-        clients.graph, store, store.device_index(), now=now(), backfill=BACKFILL, overlap=OVERLAP
-    )
+    sync_alerts(clients.graph, store, now=now(), backfill=BACKFILL, overlap=OVERLAP)
     assert alert_count(db, store.tenant_id) == len(alerts)
 
 
@@ -146,12 +140,11 @@ def test_unreadable_compliance_policies_leave_failed_rules_unknown(
     microsoft_simulator.simulator.set_faults(
         simulated.spec.tenant_id, forbidden=frozenset({"compliancePolicies"})
     )
-    index = store.device_index()
-    sync_defender_devices(clients.defender, store, index, page_size=7)
+    sync_defender_devices(clients.defender, store, page_size=7)
 
     rules = sync_compliance_rules(clients.graph)
     devices, compliance = sync_intune_devices(
-        clients.graph, store, index, rules.by_device, checked_at=now()
+        clients.graph, store, rules.by_device, checked_at=now()
     )
 
     assert (rules.report.status, rules.by_device) == ("forbidden", None)
@@ -169,10 +162,9 @@ def test_unreadable_compliance_policies_leave_failed_rules_unknown(
 def test_failing_policy_statuses_become_the_devices_failed_rules(
     clients: TenantClients, store: TenantStore, simulated: SimulatedTenant, db: Engine
 ) -> None:
-    index = store.device_index()
-    sync_defender_devices(clients.defender, store, index, page_size=7)
+    sync_defender_devices(clients.defender, store, page_size=7)
     rules = sync_compliance_rules(clients.graph)
-    sync_intune_devices(clients.graph, store, index, rules.by_device, checked_at=now())
+    sync_intune_devices(clients.graph, store, rules.by_device, checked_at=now())
 
     expected = {
         d["deviceName"]
@@ -197,9 +189,8 @@ def test_patched_vulnerabilities_lose_their_device_links_on_the_next_sweep(
     store: TenantStore,
     db: Engine,
 ) -> None:
-    index = store.device_index()
-    sync_defender_devices(clients.defender, store, index, page_size=7)
-    first = sync_vulnerabilities(clients.defender, store, index, now=now(), page_size=7)
+    sync_defender_devices(clients.defender, store, page_size=7)
+    first = sync_vulnerabilities(clients.defender, store, now=now(), page_size=7)
     assert first.rows > 0
 
     # The same machines later report no vulnerable software at all.
@@ -210,7 +201,7 @@ def test_patched_vulnerabilities_lose_their_device_links_on_the_next_sweep(
         QUICK,
         ca_bundle=str(microsoft_simulator.ca_bundle),
     ) as patched:
-        report = sync_vulnerabilities(patched.defender, store, index, now=now(), page_size=7)
+        report = sync_vulnerabilities(patched.defender, store, now=now(), page_size=7)
 
     assert report.detail == f"{first.rows} links no longer listed were removed"
     with db.connect() as conn:

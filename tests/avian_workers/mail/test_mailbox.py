@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC
+from pathlib import Path
 
 import pytest
+import trustme
 from pydantic import SecretStr
 
+from avian_workers.logs import configure_logging
 from avian_workers.mail.mailbox import (
     FetchedMessage,
     Mailbox,
@@ -19,11 +26,14 @@ from avian_workers.mail.mailbox import (
     MailboxConnectionError,
     MailboxTLSError,
 )
+from avian_workers.microsoft import TokenProvider
+from avian_workers.simulator import INTROSPECTION_PATH, SimulatedTenant
 from tests.plugins.dovecot import (
     CAPABILITIES_WITHOUT_MOVE_OR_UIDPLUS,
     DovecotServer,
     ImapAccount,
 )
+from tests.plugins.microsoft_simulator import OUTLOOK_SCOPE, MicrosoftSimulatorHandle
 
 SEEN = b"\\Seen"
 DELETED = b"\\Deleted"
@@ -192,6 +202,162 @@ def test_failing_token_provider_is_an_auth_error(imap_account: ImapAccount) -> N
 
     with pytest.raises(MailboxAuthError, match=r"no access token for XOAUTH2.*AADSTS7000215"):
         Mailbox(config, token_provider=no_token).open()
+
+
+# --- XOAUTH2 where the server introspects the token (as Exchange Online checks it) ----------
+
+
+@dataclass(frozen=True)
+class OutlookApp:
+    """An Entra app with IMAP access to one mailbox, and its MSAL token client."""
+
+    tenant: SimulatedTenant
+    tokens: TokenProvider
+    account: ImapAccount
+
+    def config(self) -> MailboxConfig:
+        return config_for(self.account, auth="xoauth2", password=None)
+
+    def token(self, scope: str = OUTLOOK_SCOPE) -> str:
+        return self.tokens.token(scope)
+
+
+@contextmanager
+def msal_tokens(
+    simulator: MicrosoftSimulatorHandle, tenant: SimulatedTenant
+) -> Iterator[TokenProvider]:
+    """The worker's MSAL client-credentials client for the tenant's app."""
+    tokens = TokenProvider(
+        simulator.credentials(tenant), simulator.endpoints(), ca_bundle=str(simulator.ca_bundle)
+    )
+    try:
+        yield tokens
+    finally:
+        tokens.close()
+
+
+@pytest.fixture
+def outlook_app(
+    microsoft_simulator: MicrosoftSimulatorHandle, imap_account_oauth2: ImapAccount
+) -> Iterator[OutlookApp]:
+    """A fresh mailbox on the introspecting Dovecot, and an app granted exactly that mailbox."""
+    tenant = microsoft_simulator.add_tenant(mailbox=imap_account_oauth2.username)
+    with msal_tokens(microsoft_simulator, tenant) as tokens:
+        yield OutlookApp(tenant=tenant, tokens=tokens, account=imap_account_oauth2)
+
+
+@pytest.fixture
+def all_logs(caplog: pytest.LogCaptureFixture) -> Callable[[], str]:
+    """The worker's JSON log lines and every library's log records, all DEBUG up, as one text."""
+    lines = io.StringIO()
+    configure_logging("debug", stream=lines, mirror_to_prefect=False)
+    caplog.set_level(logging.DEBUG)
+    return lambda: f"{caplog.text}\n{lines.getvalue()}"
+
+
+def assert_token_hidden(token: str, username: str, *texts: str) -> None:
+    """Neither the token nor the base64 XOAUTH2 string that carries it appears anywhere."""
+    sasl = base64.b64encode(f"user={username}\1auth=Bearer {token}\1\1".encode()).decode()
+    for text in texts:
+        assert token not in text
+        assert sasl not in text
+
+
+def introspections(simulator: MicrosoftSimulatorHandle, tenant: SimulatedTenant) -> list[int]:
+    """Statuses of the introspection calls the IMAP server made with this tenant's tokens."""
+    return [
+        r.status
+        for r in simulator.simulator.requests(tenant.spec.tenant_id)
+        if r.path == INTROSPECTION_PATH
+    ]
+
+
+def test_xoauth2_with_an_msal_outlook_token_opens_the_mailbox_the_app_may_use(
+    outlook_app: OutlookApp, microsoft_simulator: MicrosoftSimulatorHandle
+) -> None:
+    outlook_app.account.append([alert_email(1)])
+
+    with Mailbox(outlook_app.config(), token_provider=outlook_app.token) as mailbox:
+        [message] = all_fetched(mailbox)
+        assert mailbox.mark_processed([message.uid]) == "moved"
+
+    assert message.raw == alert_email(1)
+    assert [m.raw for m in outlook_app.account.messages("Processed")] == [alert_email(1)]
+    assert introspections(microsoft_simulator, outlook_app.tenant) == [200]
+
+
+def test_password_is_not_accepted_as_a_bearer_token(outlook_app: OutlookApp) -> None:
+    password = outlook_app.account.password
+
+    with pytest.raises(MailboxAuthError, match="login refused"):
+        Mailbox(outlook_app.config(), token_provider=lambda: password).open()
+
+    with Mailbox(config_for(outlook_app.account)) as mailbox:  # still the password's own way in
+        assert mailbox.unseen_uids() == []
+
+
+@pytest.mark.parametrize(
+    "why",
+    ["graph token", "other mailbox", "revoked", "expired"],
+)
+def test_refused_outlook_token_is_an_auth_error_and_never_logged(
+    outlook_app: OutlookApp,
+    microsoft_simulator: MicrosoftSimulatorHandle,
+    all_logs: Callable[[], str],
+    why: str,
+) -> None:
+    token = outlook_app.token()
+    config = outlook_app.config()
+    if why == "graph token":
+        token = outlook_app.token("https://graph.microsoft.com/.default")
+    elif why == "other mailbox":
+        config = config_for(
+            outlook_app.account,
+            username=outlook_app.account.server.new_username(),
+            auth="xoauth2",
+            password=None,
+        )
+    elif why == "revoked":
+        microsoft_simulator.simulator.revoke_token(token)
+    else:
+        microsoft_simulator.simulator.set_faults(
+            outlook_app.tenant.spec.tenant_id, token_max_uses=1
+        )
+        with Mailbox(config, token_provider=outlook_app.token):  # the token's one use
+            pass
+        assert outlook_app.token() == token  # MSAL hands out its cached token again
+
+    with pytest.raises(MailboxAuthError, match="login refused") as raised:
+        Mailbox(config, token_provider=lambda: token).open()
+
+    assert introspections(microsoft_simulator, outlook_app.tenant)[-1] == 200
+    assert_token_hidden(
+        token, config.username, str(raised.value), repr(raised.value), raised.exconly(), all_logs()
+    )
+
+
+def test_xoauth2_is_a_retryable_outage_when_the_server_cannot_trust_the_token_check(
+    dovecot_factory: Callable[..., DovecotServer],
+    dovecot_oauth2: DovecotServer,
+    microsoft_simulator: MicrosoftSimulatorHandle,
+    tmp_path: Path,
+) -> None:
+    # The same introspection endpoint, but Dovecot is told to trust another CA.
+    assert dovecot_oauth2.introspection is not None
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    server = dovecot_factory(introspection=replace(dovecot_oauth2.introspection, ca_cert=other_ca))
+    account = ImapAccount(server=server, username=server.new_username())
+    tenant = microsoft_simulator.add_tenant(mailbox=account.username)
+    config = config_for(account, auth="xoauth2", password=None)
+
+    with (
+        msal_tokens(microsoft_simulator, tenant) as tokens,
+        pytest.raises(MailboxConnectionError, match=r"temporarily unavailable.*\[UNAVAILABLE\]"),
+    ):
+        Mailbox(config, token_provider=lambda: tokens.token(OUTLOOK_SCOPE)).open()
+
+    assert "Received invalid SSL certificate" in server.log_path.read_text()
 
 
 def test_unreachable_server_is_a_connection_error(imap_account: ImapAccount) -> None:

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, delete, insert, text, update
 
-from avian_workers.db.models import AlertStorm, FirewallDevice, FirewallHostAlias
+from avian_workers.db.models import (
+    AlertStorm,
+    FirewallDevice,
+    FirewallHostAlias,
+    MailLedgerEntry,
+    MailReviewItem,
+)
 from avian_workers.mail.match import DeviceDirectory
 from avian_workers.mail.parse import parse_alert_email
 from avian_workers.mail.store import (
@@ -18,6 +24,8 @@ from avian_workers.mail.store import (
     find_handled,
     load_device_directory,
     mark_filed,
+    prune_ledger,
+    prune_reviews,
     prune_storms,
     record_outcomes,
     unfiled,
@@ -448,6 +456,84 @@ def test_prune_forgets_only_windows_closed_more_than_a_day_ago(
 
     assert prune_storms(db, WINDOW) == 1
     assert [storm["fingerprint"] for storm in storms(db)] == [recent]
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+def age_ledger(engine: Engine, ledger_id: int, *, days: int, filed: bool) -> None:
+    """Make a ledger row (and its review record) `days` old; filed then, or never filed."""
+    then = datetime.now(UTC) - timedelta(days=days)
+    with engine.begin() as conn:
+        conn.execute(
+            update(MailLedgerEntry)
+            .where(MailLedgerEntry.id == ledger_id)
+            .values(processed_at=then, marked_at=then if filed else None)
+        )
+        conn.execute(
+            update(MailReviewItem)
+            .where(MailReviewItem.ledger_id == ledger_id)
+            .values(created_at=then)
+        )
+
+
+def test_ledger_retention_deletes_rows_filed_before_it_and_keeps_younger_ones(
+    db: Engine, directory: DeviceDirectory
+) -> None:
+    old, young = record_each(db, directory, [ips_mail(1), ips_mail(2, minute=40)])
+    age_ledger(db, old.ledger_id, days=400, filed=True)
+    age_ledger(db, young.ledger_id, days=300, filed=True)
+
+    assert prune_ledger(db, 365, batch_size=1) == 1
+    assert [row["id"] for row in ledger(db)] == [young.ledger_id]
+    assert len(stored_alerts(db)) == 2  # alerts are the platform's; retention never touches them
+
+
+def test_ledger_retention_keeps_an_old_row_never_filed_so_its_mail_is_not_stored_again(
+    db: Engine, directory: DeviceDirectory
+) -> None:
+    (unfiled_row,) = record_each(db, directory, [ips_mail(1)])
+    age_ledger(db, unfiled_row.ledger_id, days=1000, filed=False)
+
+    assert prune_ledger(db, 365, batch_size=10) == 0
+    again = record(db, triaged(ips_mail(1), directory, uid=7))
+    assert [r.stored_here for r in again] == [False]
+    assert len(stored_alerts(db)) == 1
+
+
+def test_ledger_retention_deletes_in_batches_until_none_is_left(
+    db: Engine, directory: DeviceDirectory
+) -> None:
+    recorded = record_each(db, directory, [ips_mail(n, minute=n) for n in range(5)])
+    for entry in recorded:
+        age_ledger(db, entry.ledger_id, days=400, filed=True)
+
+    assert prune_ledger(db, 365, batch_size=2) == 5
+    assert ledger(db) == []
+
+
+def test_review_retention_deletes_old_review_records_and_keeps_their_ledger_rows(
+    db: Engine, directory: DeviceDirectory
+) -> None:
+    old, young = record_each(
+        db, directory, [seed("unknown-device-01.eml"), fixture("non-alert-maintenance.eml")]
+    )
+    age_ledger(db, old.ledger_id, days=100, filed=True)
+    age_ledger(db, young.ledger_id, days=10, filed=True)
+
+    assert prune_reviews(db, 90, batch_size=10) == 1
+    assert [review["ledger_id"] for review in stored_reviews(db)] == [young.ledger_id]
+    assert len(ledger(db)) == 2  # the ledger still keeps both from being stored again
+
+
+def test_ledger_retention_takes_the_review_record_of_a_deleted_row_along(
+    db: Engine, directory: DeviceDirectory
+) -> None:
+    (entry,) = record_each(db, directory, [seed("unknown-device-01.eml")])
+    age_ledger(db, entry.ledger_id, days=400, filed=True)
+
+    assert prune_ledger(db, 365, batch_size=10) == 1
+    assert stored_reviews(db) == []
 
 
 # --- what cannot be stored --------------------------------------------------------------------

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from uuid import UUID
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from avian_workers.mail._text import header_text
 from avian_workers.mail.match import DeviceDirectory, KnownDevice
 from avian_workers.mail.triage import TriagedMessage, identify, triage
 from tests.avian_workers.mail.emails import all_real_emails, fixture, make_mail, seed
@@ -152,3 +155,35 @@ def test_any_bytes_become_a_triaged_message_never_an_exception(raw: bytes) -> No
     assert message.alerts or message.review is not None
     if message.review is not None:
         assert "\x00" not in message.review.detail
+
+
+_LINE_ENDS = st.sampled_from([b"\r\n", b"\n", b"\r"])
+_HEADER_LINES = st.sampled_from(
+    [
+        b"Message-ID: <a@b>",
+        b"Subject: =?utf-8?q?IPS_Alert?=",
+        b"From: fw@example.net",
+        b" folded continuation",
+        b"\tMessage-ID: <c@d>",
+        b"Message-ID: <second@b>",
+        b"not a header line",
+        b"",
+        b"Subject: caf\xc3\xa9 \xff",
+        b"Content-Type: text/plain",
+    ]
+)
+
+
+@given(st.lists(st.tuples(_HEADER_LINES, _LINE_ENDS), max_size=12), st.binary(max_size=64))
+def test_identity_reads_the_same_headers_as_a_parse_of_the_whole_message(
+    lines: list[tuple[bytes, bytes]], tail: bytes
+) -> None:
+    raw = b"".join(line + end for line, end in lines) + tail
+    whole = BytesHeaderParser(policy=compat32).parsebytes(raw, headersonly=True)
+
+    identity = identify(raw, uidvalidity=7, uid=3)
+
+    expected = [header_text(whole.get(name)) for name in ("Message-ID", "Subject", "From")]
+    assert [identity.message_id, identity.subject, identity.sender] == [
+        text[:998] if text else None for text in expected
+    ]
