@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from avian_workers.microsoft._paging import follow_next_links, page_items, read_ahead
+from avian_workers.microsoft._paging import follow_next_links, page_items
 from avian_workers.microsoft.transport import JsonObject, TenantHttp
 
 MANAGED_DEVICES_PATH = "/v1.0/deviceManagement/managedDevices"
@@ -19,19 +19,14 @@ PREFER_UNKNOWN_ENUM_MEMBERS = {"Prefer": "include-unknown-enum-members"}
 
 
 class GraphClient:
-    """One tenant's Graph data, page by page.
-
-    Collections are read one page ahead (`read_ahead`): Graph pages are small (at most 1,000
-    items), so the overlap costs little memory. Defender's pages are up to 10,000 machines and
-    stay strictly one at a time.
-    """
+    """One tenant's Graph data, page by page."""
 
     def __init__(self, http: TenantHttp) -> None:
         self._http = http
 
     def managed_devices(self) -> Iterator[list[JsonObject]]:
         """Pages of Intune managed devices."""
-        yield from read_ahead(self._collection(MANAGED_DEVICES_PATH))
+        yield from self._collection(MANAGED_DEVICES_PATH)
 
     def compliance_policies(self) -> Iterator[list[JsonObject]]:
         """Pages of device compliance policies."""
@@ -40,7 +35,7 @@ class GraphClient:
     def policy_device_statuses(self, policy_id: str) -> Iterator[list[JsonObject]]:
         """Pages of one policy's per-device statuses (devices are named, not identified)."""
         path = f"{COMPLIANCE_POLICIES_PATH}/{quote(policy_id, safe='')}/deviceStatuses"
-        yield from read_ahead(self._collection(path))
+        yield from self._collection(path)
 
     def alerts_updated_since(self, since: datetime) -> AlertSweep:
         """Alerts whose `lastUpdateDateTime` is at or after `since`, oldest first."""
@@ -87,9 +82,6 @@ class AlertSweep:
 
     def pages(self) -> Iterator[list[JsonObject]]:
         """Pages of alerts ordered by `lastUpdateDateTime` ascending."""
-        yield from read_ahead(self._pages())
-
-    def _pages(self) -> Iterator[list[JsonObject]]:
         self._complete = False
         every_page_whole = True
         url = self._http.url("graph", ALERTS_PATH)
