@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
+import redis
+import sqlalchemy.exc
 import structlog
 from prefect import Flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.client.schemas.objects import FlowRun, State
+from prefect.client.schemas.objects import FlowRun, State, TaskRun
 from prefect.context import FlowRunContext
-from prefect.tasks import exponential_backoff
+from prefect.tasks import Task, exponential_backoff
 
 from avian_workers.logs import configure_logging, get_logger
 from avian_workers.observability.emf import record_run
@@ -35,6 +37,27 @@ IO_RETRIES: dict[str, Any] = {
     "retry_delay_seconds": exponential_backoff(backoff_factor=2),
     "retry_jitter_factor": 0.5,
 }
+
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+"""PostgreSQL or Redis did not answer: worth another try, unlike a refused query or a bug."""
+
+
+@dataclass(frozen=True)
+class RetryOn:
+    """A task's `retry_condition_fn`: retry only when the task failed with one of `errors`."""
+
+    errors: tuple[type[BaseException], ...]
+
+    def __call__(self, task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+        return isinstance(state.data, self.errors)
+
+    def __repr__(self) -> str:  # Prefect logs the condition it checks
+        return f"RetryOn({', '.join(error.__name__ for error in self.errors)})"
 
 
 @dataclass(frozen=True)

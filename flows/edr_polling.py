@@ -35,7 +35,7 @@ import redis
 import sqlalchemy.exc
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State, TaskRun
+from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -76,16 +76,17 @@ from avian_workers.redis_store import RedisKeys, connect
 from avian_workers.secrets_manager import TenantSecretError
 from avian_workers.settings import Settings, WorkerType
 from blocks.resolve import TenantCredentialsProvider, tenant_credentials_provider
-from flows._common import IO_RETRIES, RUN_METRICS_HOOKS, publish_summary, start_run
+from flows._common import (
+    IO_RETRIES,
+    RUN_METRICS_HOOKS,
+    STORE_ERRORS,
+    RetryOn,
+    publish_summary,
+    start_run,
+)
 
 LOCK_SCOPE: Final = "edr-tenant"
 
-_STORE_ERRORS: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
 # Errors after which the tenant's other datasets cannot succeed either.
 _TENANT_FATAL: tuple[type[BaseException], ...] = (
     TenantAuthError,
@@ -96,10 +97,9 @@ _TENANT_FATAL: tuple[type[BaseException], ...] = (
 )
 
 
-def retry_on_store_error(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry a dataset only when PostgreSQL or Redis failed to answer; Microsoft errors were
-    already retried request by request, within the tenant's budget."""
-    return isinstance(state.data, _STORE_ERRORS)
+# Retry a dataset only when PostgreSQL or Redis failed to answer; Microsoft errors were already
+# retried request by request, within the tenant's budget.
+retry_on_store_error = RetryOn(STORE_ERRORS)
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,8 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, Literal
 
-import redis
-import sqlalchemy.exc
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State, TaskRun
-from prefect.tasks import Task
 from sqlalchemy import Engine
 
 from avian_workers.db.engine import make_engine
@@ -47,24 +43,19 @@ from avian_workers.microsoft.auth import TokenProvider as MsalTokenProvider
 from avian_workers.observability.progress import NO_PROGRESS, StepProgress
 from avian_workers.redis_store import RedisKeys, connect
 from avian_workers.settings import ConfigError, Settings, WorkerType
-from flows._common import IO_RETRIES, RUN_METRICS_HOOKS, publish_summary, start_run
+from flows._common import (
+    IO_RETRIES,
+    RUN_METRICS_HOOKS,
+    STORE_ERRORS,
+    RetryOn,
+    publish_summary,
+    start_run,
+)
 
 LOCK_SCOPE = "mailbox"
 
-_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    MailboxConnectionError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    ConnectionError,
-    TimeoutError,
-)
-
-
-def retry_on_io_error(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry only when the mailbox or a store failed to answer, never for a refusal or a bug."""
-    return isinstance(state.data, _TRANSIENT_ERRORS)
+# Retry only when the mailbox or a store failed to answer, never for a refusal or a bug.
+retry_on_io_error = RetryOn((*STORE_ERRORS, MailboxConnectionError, ConnectionError, TimeoutError))
 
 
 def mailbox_config(settings: Settings) -> MailboxConfig:

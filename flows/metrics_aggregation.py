@@ -24,15 +24,12 @@ from typing import Any, cast
 from uuid import UUID
 
 import redis
-import sqlalchemy.exc
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from prefect.tasks import Task
 from sqlalchemy import Engine
 
 from avian_workers.db.engine import make_engine
@@ -43,7 +40,14 @@ from avian_workers.metrics.days import days_to_aggregate, retention_cutoff
 from avian_workers.metrics.store import delete_rollups_before
 from avian_workers.redis_store import RedisKeys, connect
 from avian_workers.settings import WorkerType
-from flows._common import IO_RETRIES, RUN_METRICS_HOOKS, publish_summary, start_run
+from flows._common import (
+    IO_RETRIES,
+    RUN_METRICS_HOOKS,
+    STORE_ERRORS,
+    RetryOn,
+    publish_summary,
+    start_run,
+)
 
 DAY_CONCURRENCY = 2
 """Days aggregated at once: one overlaps its database work with the other's computation."""
@@ -56,19 +60,8 @@ _DAY_RUNNER = cast(
     "TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_workers=DAY_CONCURRENCY)
 )
 
-_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    ConnectionError,
-    TimeoutError,
-)
-
-
-def retry_on_io_error(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry a task only when a store failed to answer, never for a bug or bad data."""
-    return isinstance(state.data, _TRANSIENT_ERRORS)
+# Retry a task only when a store failed to answer, never for a bug or bad data.
+retry_on_io_error = RetryOn((*STORE_ERRORS, ConnectionError, TimeoutError))
 
 
 @dataclass(frozen=True)

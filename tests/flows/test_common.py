@@ -1,0 +1,71 @@
+"""The retry conditions the worker flows put on their I/O tasks."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import pytest
+import redis
+import sqlalchemy.exc
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import Completed, Failed
+from prefect.tasks import Task
+
+from avian_workers.mail.mailbox import MailboxAuthError, MailboxConnectionError, MailboxTLSError
+from avian_workers.microsoft import TenantAuthError
+from flows._common import RetryOn
+from flows.edr_polling import retry_on_store_error
+from flows.email_alerts import retry_on_io_error as retry_mailbox_task
+
+NO_TASK = cast("Task[..., object]", None)
+NO_TASK_RUN = cast("TaskRun", None)
+DATABASE_GONE = sqlalchemy.exc.OperationalError("SELECT 1", {}, OSError("connection reset"))
+
+
+def test_a_condition_retries_the_errors_it_names_and_their_subclasses() -> None:
+    retry = RetryOn((ConnectionError,))
+    assert retry(NO_TASK, NO_TASK_RUN, Failed(data=ConnectionResetError("reset"))) is True
+    assert retry(NO_TASK, NO_TASK_RUN, Failed(data=ValueError("bad data"))) is False
+
+
+def test_a_condition_never_retries_a_state_without_an_error() -> None:
+    assert RetryOn((ConnectionError,))(NO_TASK, NO_TASK_RUN, Completed(data=None)) is False
+
+
+def test_a_condition_names_its_errors_for_the_retry_log_line() -> None:
+    assert (
+        repr(RetryOn((ConnectionError, TimeoutError))) == "RetryOn(ConnectionError, TimeoutError)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (MailboxConnectionError("connection reset by the IMAP server"), True),
+        (DATABASE_GONE, True),
+        (redis.exceptions.TimeoutError("Redis timed out"), True),
+        (MailboxAuthError("login refused"), False),
+        (MailboxTLSError("certificate not trusted"), False),
+        (KeyError("a bug"), False),
+    ],
+)
+def test_mailbox_tasks_retry_only_when_the_server_or_a_store_failed_to_answer(
+    error: Exception, retried: bool
+) -> None:
+    assert retry_mailbox_task(NO_TASK, NO_TASK_RUN, Failed(data=error)) is retried
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (DATABASE_GONE, True),
+        (redis.exceptions.ConnectionError("Redis went away"), True),
+        # Microsoft errors were retried request by request within the tenant's budget already.
+        (TenantAuthError("AADSTS7000215: invalid client secret"), False),
+        (ConnectionError("Microsoft reset the connection"), False),
+    ],
+)
+def test_edr_datasets_retry_only_when_a_store_failed_to_answer(
+    error: Exception, retried: bool
+) -> None:
+    assert retry_on_store_error(NO_TASK, NO_TASK_RUN, Failed(data=error)) is retried
