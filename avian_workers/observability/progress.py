@@ -474,8 +474,8 @@ def terminal_progress(console: Console | None = None) -> Iterator[None]:
         return
     display = _TerminalDisplay(console)
     stdout = sys.stdout
-    # Loggers keep the stdout they were configured with, so the stream is swapped before they
-    # are: it passes lines through untouched whenever no bar is showing.
+    # Our loggers write to whatever sys.stdout is at the time, so they reach the bars through
+    # this swap; it passes lines through untouched whenever no bar is showing.
     if stdout.isatty():
         sys.stdout = cast("TextIO", _ConsoleLines(stdout, display, ansi=False))
     _Active.display = display
