@@ -22,6 +22,13 @@ ENV UV_PROJECT_ENVIRONMENT=/opt/prefect/venv \
     PATH=/opt/prefect/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 
+# glibc's allocator: two arenas instead of one per thread (8 per core), and every block over
+# 128 KiB mapped on its own, so a finished API page (megabytes) goes back to the system rather
+# than staying in a thread's arena. edr-polling's peak RSS at 20,000 devices per tenant fell
+# from 449 to 331 MB, at the same throughput (bench/README.md).
+ENV MALLOC_ARENA_MAX=2 \
+    MALLOC_MMAP_THRESHOLD_=131072
+
 # Dependencies from the lock file only, in their own layer: a code change does not reinstall them.
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project

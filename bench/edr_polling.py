@@ -2,7 +2,7 @@
 
     uv run python bench/edr_polling.py [--tenants 200] [--devices 2000] [--latency 1.0]
         [--baseline-tenants 25] [--rss-devices 1000,5000,20000] [--rss-tenants 16]
-        [--defender-page-size N]
+        [--defender-page-size N] [--default-allocator]
 
 Every request the simulator answers (API pages, and the identity round trips: OIDC discovery
 and one token per API) waits a fixed `--latency` first. A tenant's round trips are sequential
@@ -22,6 +22,8 @@ Each run is a fresh process (so `ru_maxrss` is that run's peak) polling fresh AV
 The services are throwaway: a PostgreSQL database (dropped afterwards), a Redis key prefix,
 moto's Secrets Manager, a Prefect server and the simulator (TLS, a test CA), each in its own
 process, so the flow's RSS is the flow's alone. API requests are counted in the flow process.
+The flow process runs with the allocator settings of the image (the Dockerfile's MALLOC_*
+variables), or with glibc's defaults under `--default-allocator`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import secrets
 import shutil
@@ -286,12 +289,23 @@ class RunResult:
     outcomes: dict[str, int]
 
 
+def image_allocator_env() -> dict[str, str]:
+    """The glibc allocator settings the image runs every flow with (the Dockerfile's ENV)."""
+    return dict(re.findall(r"\b(MALLOC_[A-Z_]+)=(\S+)", (REPO / "Dockerfile").read_text()))
+
+
 def run_flow(
-    services: Services, tenant_ids: list[str], concurrency: int, page_size: int | None
+    services: Services,
+    tenant_ids: list[str],
+    concurrency: int,
+    page_size: int | None,
+    *,
+    allocator: dict[str, str],
 ) -> RunResult:
     """Poll `tenant_ids` in a fresh process; its wall time, API requests and peak RSS."""
     child_env = {
         **services.env,
+        **allocator,
         "EDR_TENANT_CONCURRENCY": str(concurrency),
         "LOG_LEVEL": "warning",
     }
@@ -414,6 +428,11 @@ def main() -> None:
     parser.add_argument(
         "--defender-page-size", type=int, help="EDR_DEFENDER_PAGE_SIZE (default: the setting's)"
     )
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="run the flow without the image's MALLOC_* settings (glibc's defaults)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -429,11 +448,19 @@ def main() -> None:
         f"{args.latency * 1000:.0f} ms per API request, concurrency {args.concurrency}",
         flush=True,
     )
+    allocator = {} if args.default_allocator else image_allocator_env()
+    print(
+        "allocator: "
+        + (" ".join(f"{name}={value}" for name, value in allocator.items()) or "glibc defaults"),
+        flush=True,
+    )
     with services(groups, alerts=args.alerts, simulator_workers=args.simulator_workers) as env:
         workload = env.tenants["workload"]
 
         page_size = args.defender_page_size
-        concurrent = run_flow(env, avian_tenants(env.env, workload), args.concurrency, page_size)
+        concurrent = run_flow(
+            env, avian_tenants(env.env, workload), args.concurrency, page_size, allocator=allocator
+        )
         ideal = ideal_seconds(concurrent, args.latency, args.concurrency)
         print(
             f"\n1. concurrency {args.concurrency}: {concurrent.wall_seconds:.1f} s wall, "
@@ -450,7 +477,11 @@ def main() -> None:
         baseline_tenants = min(args.baseline_tenants, args.tenants)
         if baseline_tenants > 0:
             sequential = run_flow(
-                env, avian_tenants(env.env, workload[:baseline_tenants]), 1, page_size
+                env,
+                avian_tenants(env.env, workload[:baseline_tenants]),
+                1,
+                page_size,
+                allocator=allocator,
             )
             scale = args.tenants / baseline_tenants
             estimated = sequential.wall_seconds * scale
@@ -476,11 +507,13 @@ def main() -> None:
                 avian_tenants(env.env, env.tenants[f"rss-{devices}"]),
                 args.concurrency,
                 page_size,
+                allocator=allocator,
             )
             rss[devices] = run.peak_rss_mb
             print(
                 f"   {devices:>6} devices per tenant: {run.peak_rss_mb:.0f} MB "
-                f"({run.wall_seconds:.1f} s, outcomes {run.outcomes})",
+                f"({run.wall_seconds:.1f} s, flow CPU {run.cpu_seconds:.0f} s, "
+                f"outcomes {run.outcomes})",
                 flush=True,
             )
         print(
