@@ -44,6 +44,14 @@ def test_flow_runs_do_not_run_as_root() -> None:
     assert int(user) != 0
 
 
+def test_the_allocator_returns_freed_api_pages_to_the_system() -> None:
+    # Two arenas and a fixed mmap threshold: bench/README.md (edr-polling, peak RSS).
+    environment = dict(re.findall(r"(\w+)=(\S+)", " ".join(_arguments("ENV"))))
+
+    assert environment["MALLOC_ARENA_MAX"] == "2"
+    assert int(environment["MALLOC_MMAP_THRESHOLD_"]) <= 128 * 1024
+
+
 def test_no_secret_is_baked_into_a_layer() -> None:
     names = [
         assignment.split("=", 1)[0]
