@@ -61,6 +61,11 @@ REVIEW_REASONS: tuple[ReviewReason, ...] = (
 OccurredAtSource = Literal["parsed", "received_at", "processed_at"]
 
 _MAX_HEADER_CHARS = 998  # RFC 5322 line limit, as the parser keeps them
+_MAX_KEY_BYTES = 2000
+"""Longest Message-ID used as the ledger key as it is. The key and the raw bytes' hash share a
+unique index whose entries PostgreSQL caps at 2,704 bytes, and 998 characters of an encoded
+non-ASCII Message-ID come to about 3,000: a longer one is keyed by its hash instead."""
+_HASHED_KEY_PREFIX = "message-id-sha256:"
 _MAX_DETAIL_CHARS = 2000
 _HEADER_PARSER = BytesHeaderParser(policy=compat32)
 
@@ -136,7 +141,7 @@ def identify(raw: bytes, *, uidvalidity: int, uid: int) -> MessageIdentity:
         sender = _header(headers.get("From"))
     except Exception:  # noqa: S110 - unreadable headers: the UID names the message instead
         pass
-    key = message_id or f"uid:{uidvalidity}:{uid}"
+    key = _ledger_key(message_id) if message_id else f"uid:{uidvalidity}:{uid}"
     return MessageIdentity(
         key=MessageKey(key, hashlib.sha256(raw).hexdigest()),
         uidvalidity=uidvalidity,
@@ -145,6 +150,14 @@ def identify(raw: bytes, *, uidvalidity: int, uid: int) -> MessageIdentity:
         subject=subject,
         sender=sender,
     )
+
+
+def _ledger_key(message_id: str) -> str:
+    """The Message-ID, or its hash when it is too long for the ledger's unique index."""
+    encoded = message_id.encode("utf-8", "surrogatepass")
+    if len(encoded) <= _MAX_KEY_BYTES:
+        return message_id
+    return _HASHED_KEY_PREFIX + hashlib.sha256(encoded).hexdigest()
 
 
 # Every way an empty line can follow a line ending (CRLF, LF or a bare CR).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from email.header import Header
 from typing import Any
 
 import pytest
@@ -283,6 +284,23 @@ def test_message_without_message_id_is_keyed_by_uidvalidity_and_uid(
     record(db, message)
 
     assert [row["message_key"] for row in ledger(db)] == ["uid:99:17"]
+
+
+def test_a_message_id_longer_than_the_ledger_index_takes_is_stored_and_found_again(
+    db: Engine, directory: DeviceDirectory
+) -> None:
+    # 998 CJK characters that do not compress, about 3,000 bytes: as a key it would overflow
+    # the unique index's entry and stop every later batch of the mailbox.
+    ideographs = "".join(chr(0x4E00 + number * 7919 % 20_000) for number in range(998))
+    message_id = Header(ideographs, "utf-8").encode()
+    message = triaged(make_mail("Severity: High", message_id=message_id), directory)
+
+    (first,) = record(db, message)
+    (again,) = record(db, message)
+
+    assert (first.stored_here, again.stored_here) == (True, False)
+    assert find_handled(db, [message.key]).keys() == {message.key}
+    assert len(ledger(db)) == 1
 
 
 def test_concurrent_recording_of_one_message_stores_it_once(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from email.header import Header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from uuid import UUID
@@ -47,6 +48,41 @@ def test_message_key_is_the_message_id_and_the_hash_of_the_raw_bytes() -> None:
     assert identity.key.raw_sha256 == hashlib.sha256(raw).hexdigest()
     assert identity.subject == "IPS Alert: Critical Intrusion Attempt Detected"
     assert identity.sender == "alerts@sonicwall.example.com"
+
+
+def long_message_id(text: str) -> str:
+    """A Message-ID of 998 characters once decoded, sent as RFC 2047 encoded words."""
+    return Header(text * (998 // len(text) + 1), "utf-8").encode()
+
+
+def test_a_message_id_too_long_for_the_ledger_index_is_keyed_by_its_hash() -> None:
+    raw = make_mail("Severity: High", message_id=long_message_id("警告"))
+
+    identity = identify(raw, uidvalidity=7, uid=3)
+
+    assert identity.message_id is not None
+    assert len(identity.message_id.encode()) > 2_000
+    assert identity.key.message_key == (
+        "message-id-sha256:" + hashlib.sha256(identity.message_id.encode()).hexdigest()
+    )
+
+
+def test_long_message_ids_keep_distinct_keys_and_the_same_one_on_every_run() -> None:
+    first = make_mail("Severity: High", message_id=long_message_id("警告"))
+    second = make_mail("Severity: High", message_id=long_message_id("攻撃"))
+
+    keys = [identify(raw, uidvalidity=7, uid=3).key.message_key for raw in (first, second, first)]
+
+    assert keys[0] != keys[1]
+    assert keys[0] == keys[2]
+
+
+def test_a_message_id_that_fits_the_index_stays_the_key_as_it_is() -> None:
+    message_id = "<" + "a" * 990 + "@x>"
+
+    identity = identify(make_mail(message_id=message_id), uidvalidity=7, uid=3)
+
+    assert identity.key.message_key == message_id
 
 
 def test_message_without_message_id_is_keyed_by_uidvalidity_and_uid() -> None:
