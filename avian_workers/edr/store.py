@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -91,6 +91,18 @@ _DEVICE_COLUMNS = (
     "intune_enrollment_status",
     "last_seen_at",
 )
+
+
+_NEVER_SEEN: Final = datetime.min.replace(tzinfo=UTC)
+
+
+def _oldest_first(records: Iterable[DeviceRecord]) -> list[DeviceRecord]:
+    """A page's records by when their source last saw them, never-seen first.
+
+    Two records of a page can name one device (a stale duplicate machine, a re-enrolment); the
+    upsert keeps the last row per key (`dedupe_on_key`), so this makes that the newest one.
+    """
+    return sorted(records, key=lambda record: record.last_seen_at or _NEVER_SEEN)
 
 
 def _newer(stored: ColumnElement[Any], incoming: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -223,7 +235,7 @@ class TenantStore:
         """Key one page of Defender machines (merge.DeviceIdentityIndex), upsert; returns rows."""
         with self.engine.begin() as conn:
             index = self.page_index(conn, IdentityLookup.of_devices(records))
-            records = [index.assign(record) for record in records]
+            records = _oldest_first(index.assign(record) for record in records)
             rows = [self._device_row(record) for record in records]
             upsert(
                 conn,
@@ -252,7 +264,7 @@ class TenantStore:
         """
         with self.engine.begin() as conn:
             index = self.page_index(conn, IdentityLookup.of_devices(records))
-            records = [index.assign(record) for record in records]
+            records = _oldest_first(index.assign(record) for record in records)
             defender_keys = index.keys_known_to("defender")
             merged = [
                 self._device_row(r) for r in records if r.microsoft_device_id in defender_keys
@@ -315,8 +327,10 @@ class TenantStore:
     ) -> None:
         keys = {r.intune_device_id: r.microsoft_device_id for r in records if r.intune_device_id}
         device_ids = _device_ids(conn, self.tenant_id, keys.values())
+        # `records` come oldest first: two enrolments of one device leave the newest's state.
+        order = {r.intune_device_id: position for position, r in enumerate(records)}
         rows = []
-        for entry in compliance:
+        for entry in sorted(compliance, key=lambda e: order.get(e.intune_device_id, -1)):
             device_id = device_ids.get(keys.get(entry.intune_device_id, ""))
             if device_id is None:
                 continue

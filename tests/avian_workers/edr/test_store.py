@@ -164,6 +164,45 @@ def test_last_seen_at_never_moves_back(
     assert row.last_seen_at == datetime(2024, 12, 9, 9, 30, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("stale_first", [True, False], ids=["stale first", "stale last"])
+def test_two_machines_of_one_device_in_a_page_leave_the_newest_ones_columns(
+    db: Engine, store: TenantStore, tenant_id: uuid.UUID, stale_first: bool
+) -> None:
+    current = defender_machine(riskScore="High", healthStatus="Active")
+    stale = defender_machine(
+        id=OTHER_MACHINE_ID,
+        lastSeen="2024-06-01T08:00:00Z",
+        riskScore="Low",
+        healthStatus="Inactive",
+    )
+
+    write_defender(store, *((stale, current) if stale_first else (current, stale)))
+
+    (row,) = device_rows(db, tenant_id).values()
+    assert (row.defender_health_status, row.risk_score) == ("Active", 90)
+    assert row.last_seen_at == datetime(2024, 12, 9, 9, 58, 11, 713036, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("stale_first", [True, False], ids=["stale first", "stale last"])
+def test_two_enrolments_of_one_device_in_a_page_leave_the_newest_ones_compliance(
+    db: Engine, store: TenantStore, tenant_id: uuid.UUID, stale_first: bool
+) -> None:
+    current = managed_device(complianceState="compliant")
+    stale = managed_device(
+        id=OTHER_INTUNE_ID,
+        lastSyncDateTime="2024-06-01T08:00:00Z",
+        complianceState="noncompliant",
+        managementState="retirePending",
+    )
+
+    write_intune(store, *((stale, current) if stale_first else (current, stale)))
+
+    (row,) = device_rows(db, tenant_id).values()
+    (compliance,) = compliance_rows(db)
+    assert (row.intune_compliance_state, compliance.compliance_state) == ("compliant", "compliant")
+    assert row.last_seen_at == datetime(2024, 12, 9, 9, 30, tzinfo=UTC)
+
+
 def test_writing_the_same_pages_again_changes_no_row(
     db: Engine, store: TenantStore, tenant_id: uuid.UUID
 ) -> None:
