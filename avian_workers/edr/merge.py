@@ -11,6 +11,9 @@ match case-insensitively. Where the contract is silent:
   differ, they are different Azure AD devices (a rebuilt PC that kept its name), never merged.
 - A host name that fits more than one device is ambiguous and merges or links nothing: an extra
   row is better than an alert on the wrong machine.
+- A name joins a record only to a device with no record of the same source yet: two Defender
+  machines (or two Intune devices) are told apart by Defender (or Intune), even when one of
+  them shares its name with the device's record of the other source.
 - Tenants: ids are unique only within one Microsoft tenant, and the same ids can appear under
   two AVIAN tenants. Nothing here is global; the caller keeps one `DeviceIdentityIndex` (and one
   `FailedRulesByDevice`) per AVIAN tenant, which is what keeps tenants apart.
@@ -260,6 +263,7 @@ class _Device:
     aad_ids: set[str] = field(default_factory=set)
     defender_hostnames: set[str] = field(default_factory=set)
     intune_hostnames: set[str] = field(default_factory=set)
+    sources: set[DeviceSource] = field(default_factory=set)
 
     def hostnames(self, source: DeviceSource) -> set[str]:
         return self.defender_hostnames if source == "defender" else self.intune_hostnames
@@ -383,13 +387,15 @@ class DeviceIdentityIndex:
                 return key
         if identity.hostname is None:
             return None
-        # Only a record of the other source can match by name: two Defender machines of one
-        # name (or two Intune devices) are told apart by Defender (or Intune), not by us.
+        # Only a device that has no record of this source yet can take it by name: two Defender
+        # machines (or two Intune devices) are told apart by Defender (or Intune), not by us,
+        # even when one of them shares its name with the device's record of the other source.
         other: DeviceSource = "intune" if identity.source == "defender" else "defender"
         candidates = {
             key
             for key in self._host_candidates(identity.hostname, source=other)
-            if identity.aad_device_id is None or not self._devices[key].aad_ids
+            if identity.source not in self._devices[key].sources
+            and (identity.aad_device_id is None or not self._devices[key].aad_ids)
         }
         return self._only(candidates)
 
@@ -411,6 +417,7 @@ class DeviceIdentityIndex:
         device = self._devices.get(key)
         if device is None:
             device = self._devices[key] = _Device()
+        device.sources.add(identity.source)
         source_key = (identity.source, _folded(identity.source_id))
         self._keys_by_source_id[source_key] = key
         self._identities[source_key] = identity

@@ -326,6 +326,33 @@ def test_defender_machines_sharing_a_name_stay_apart() -> None:
     assert keys == {MACHINE_ID: MACHINE_ID, OTHER_MACHINE_ID: OTHER_MACHINE_ID}
 
 
+def rerun_of(*first_run: DeviceRecord) -> DeviceIdentityIndex:
+    """An index that remembers what a first run of `first_run` stored."""
+    stored = DeviceIdentityIndex()
+    keys_of(stored, list(first_run))
+    rerun = DeviceIdentityIndex()
+    for key, identity in stored.identities():
+        rerun.remember(key, identity)
+    return rerun
+
+
+@pytest.mark.parametrize("name", ["pc01.fabrikam.local", "pc01.contoso.local", "PC01"])
+def test_a_new_machine_never_joins_another_machines_device_by_the_intune_name(name: str) -> None:
+    index = rerun_of(defender(), intune())
+
+    keys = keys_of(index, [defender(id=OTHER_MACHINE_ID, aadDeviceId=None, computerDnsName=name)])
+
+    assert keys == {OTHER_MACHINE_ID: OTHER_MACHINE_ID}
+
+
+def test_a_new_intune_device_never_joins_another_intune_devices_device_by_name() -> None:
+    index = rerun_of(defender(), intune())
+
+    keys = keys_of(index, [intune(id=OTHER_INTUNE_ID, azureADDeviceId=None, deviceName="PC01")])
+
+    assert keys == {OTHER_INTUNE_ID: OTHER_INTUNE_ID}
+
+
 def test_defender_machines_of_one_azure_ad_device_are_one_device() -> None:
     index = DeviceIdentityIndex()
 
