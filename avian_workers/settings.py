@@ -129,8 +129,9 @@ class Settings(BaseSettings):
     # becoming a second alert, so this must exceed the longest time after filing that the same
     # message can come back unread (a redelivered copy); unfiled rows are never deleted.
     email_ledger_retention_days: int = Field(default=365, ge=1)
-    # Review records (with the raw mail) older than this are deleted; the mail stays filed in
-    # the review folder, and a review record never outlives its ledger row.
+    # Review records (with the raw mail) older than this are deleted, resolved or not; the mail
+    # stays filed (in the review folder, or in the processed folder when other events of it
+    # became alerts), and a review record never outlives its ledger row.
     email_review_retention_days: int = Field(default=90, ge=1)
     email_retention_batch_size: int = Field(default=5_000, ge=1)
 
