@@ -356,6 +356,10 @@ def sync_alerts(
     watermark = newest
     if earliest_rejected is not None and (watermark is None or earliest_rejected < watermark):
         watermark = earliest_rejected
+    if watermark is not None and watermark > now:
+        # A future-dated alert (clock skew) must not carry the watermark, which never moves
+        # back, past every real update to come; it is simply read again until its time passes.
+        watermark = now
     store.record_success(ALERTS, at=now, watermark=watermark)
     return tally.report()
 
@@ -374,7 +378,7 @@ def _rejected_updates(
             continue
         try:
             moment = parse_timestamp(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # as alert_record rejected it: unreadable, skipped
             continue
         earliest = _earliest(earliest, moment)
     return earliest

@@ -182,10 +182,13 @@ class TenantHttp:
         params: QueryParams | None,
         headers: Mapping[str, str] | None,
     ) -> ApiResponse:
-        started = self._clock()
+        # Waiting for a Defender slot is pacing, not a retry: it is never charged to the budget.
+        started, paced = self._clock(), 0.0
         try:
+            paced += self._pace(target)
             response = self._send(target, url, params, headers, fresh_token=False)
             if response.status_code == 401:
+                paced += self._pace(target)
                 response = self._send(target, url, params, headers, fresh_token=True)
                 if response.status_code == 401:
                     raise TokenRejectedError(
@@ -193,11 +196,11 @@ class TenantHttp:
                         f"{_error_summary(response)}"
                     )
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            self._budget.record_loss(self._clock() - started)
+            self._budget.record_loss(self._clock() - started - paced)
             raise _RetryableError(type(exc).__name__) from None
         status = response.status_code
         if status == 429 or status >= 500:
-            self._budget.record_loss(self._clock() - started)
+            self._budget.record_loss(self._clock() - started - paced)
             raise _RetryableError(
                 f"HTTP {status}",
                 retry_after=retry_after_seconds(
@@ -241,11 +244,14 @@ class TenantHttp:
         *,
         fresh_token: bool,
     ) -> httpx.Response:
-        if target.limiter is not None:
-            target.limiter.acquire()
         token = self._tokens.token(target.scope, force_refresh=fresh_token)
         request_headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
         return self._client.get(url, params=params, headers=request_headers)
+
+    @staticmethod
+    def _pace(target: _Target) -> float:
+        """Take a slot of the target's rate limit, if it has one; the seconds waited for it."""
+        return target.limiter.acquire() if target.limiter is not None else 0.0
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         failure = state.outcome.exception() if state.outcome else None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
@@ -23,9 +25,17 @@ from avian_workers.edr.sync import (
     sync_vulnerabilities,
     tenant_outcome,
 )
-from avian_workers.microsoft import HttpPolicy, TenantClients, open_tenant
+from avian_workers.microsoft import (
+    GraphClient,
+    HttpPolicy,
+    MicrosoftEndpoints,
+    TenantClients,
+    TenantHttp,
+    open_tenant,
+)
 from avian_workers.settings import Settings
 from avian_workers.simulator import SimulatedTenant
+from tests.avian_workers.edr.payloads import graph_alert
 from tests.avian_workers.edr.tenants import add_tenant_row
 from tests.plugins.microsoft_simulator import MicrosoftSimulatorHandle
 
@@ -128,6 +138,48 @@ def test_a_rejected_alert_holds_the_watermark_back_so_it_is_read_again(
     simulated.update_alert(broken["id"], broken["lastUpdateDateTime"], severity="high")
     sync_alerts(clients.graph, store, now=now(), backfill=BACKFILL, overlap=OVERLAP)
     assert alert_count(db, store.tenant_id) == len(alerts)
+
+
+class OneToken:
+    def token(self, scope: str, force_refresh: bool = False) -> str:
+        return "token"
+
+
+@contextmanager
+def graph_answering(*alerts: dict[str, object]) -> Iterator[GraphClient]:
+    """A Graph client whose every request gets one whole page of `alerts`."""
+    answer = httpx.Response(200, json={"value": list(alerts)})
+    with TenantHttp(
+        OneToken(),
+        MicrosoftEndpoints(graph_base_url="https://graph.test"),
+        QUICK,
+        transport=httpx.MockTransport(lambda request: answer),
+    ) as http:
+        yield GraphClient(http)
+
+
+def test_an_alert_dated_in_the_future_never_carries_the_watermark_past_now(
+    store: TenantStore,
+) -> None:
+    moment = datetime(2024, 12, 9, 10, tzinfo=UTC)
+    with graph_answering(graph_alert(lastUpdateDateTime="2099-01-01T00:00:00Z")) as graph:
+        report = sync_alerts(graph, store, now=moment, backfill=BACKFILL, overlap=OVERLAP)
+
+    state = store.sync_state(ALERTS)
+    assert report.rows == 1
+    assert state is not None
+    assert state.watermark == moment
+
+
+def test_an_alert_whose_update_time_overflows_is_rejected_and_the_rest_stored(
+    store: TenantStore,
+) -> None:
+    moment = datetime(2024, 12, 9, 10, tzinfo=UTC)
+    unreadable = graph_alert(id="overflowing", lastUpdateDateTime="9999-12-31T23:59:59-01:00")
+    with graph_answering(graph_alert(), unreadable) as graph:
+        report = sync_alerts(graph, store, now=moment, backfill=BACKFILL, overlap=OVERLAP)
+
+    assert (report.rows, report.rejected) == (1, 1)
 
 
 def test_unreadable_compliance_policies_leave_failed_rules_unknown(

@@ -184,6 +184,20 @@ def test_retry_budget_is_shared_by_all_requests_of_the_tenant(
     assert clock.sleeps == [6.0]
 
 
+def test_waiting_for_a_defender_slot_is_not_charged_to_the_retry_budget(
+    make_http: Callable[..., TenantHttp], clock: FakeClock
+) -> None:
+    policy = HttpPolicy(max_attempts=3, backoff_max=0.01, defender_calls_per_minute=1)
+    http = make_http(Script(OK, httpx.Response(503), OK), policy)
+    machines = http.url("defender", "/api/machines")
+    http.get("defender", machines)
+
+    http.get("defender", machines)  # waits a minute for its slot, fails once, then succeeds
+
+    assert clock.sleeps[0] == pytest.approx(60.0)
+    assert http.retry_seconds_spent < 1.0
+
+
 def test_retry_after_longer_than_the_budget_is_not_waited_for(
     make_http: Callable[..., TenantHttp], clock: FakeClock
 ) -> None:
