@@ -256,11 +256,14 @@ def _whole_number(value: object, field: str, source: str, *, round_fraction: boo
             raise MalformedSourceError(
                 RejectReason.NON_NUMERIC, f"{source}: {field} is not a whole number ({value})"
             )
-        value = math.floor(value + 0.5)
-    if value < 0:
+    if value < 0:  # before rounding: -0.4 MB is bad data, not 0
         raise MalformedSourceError(
             RejectReason.NEGATIVE, f"{source}: {field} is negative ({value})"
         )
+    if isinstance(value, float):
+        # Half up, from the exact fraction: floor(x + 0.5) rounds 0.49999999999999994 up.
+        whole = math.floor(value)
+        return whole + (value - whole >= 0.5)
     return value
 
 

@@ -231,6 +231,14 @@ def test_fractional_bandwidth_is_rounded_to_the_nearest_megabyte() -> None:
     assert read_snapshot(snapshot(bandwidthTotalMb=1234.4), DEVICE).bandwidth_total_mb == 1234
 
 
+@pytest.mark.parametrize(
+    ("megabytes", "rounded"),
+    [(0.49999999999999994, 0), (4503599627370497.0, 4503599627370497), (0.5, 1)],
+)
+def test_bandwidth_rounding_is_exact_at_the_edges_of_float(megabytes: float, rounded: int) -> None:
+    assert read_snapshot(snapshot(bandwidthTotalMb=megabytes), DEVICE).bandwidth_total_mb == rounded
+
+
 def test_whole_number_written_as_float_is_accepted() -> None:
     assert read_snapshot(snapshot(ipsBlocks=12.0), DEVICE).counters["ips"] == 12
 
@@ -252,6 +260,7 @@ MALFORMED_SNAPSHOTS = [
     (snapshot(activeSessionsCount="many"), RejectReason.NON_NUMERIC),
     (snapshot(gavBlocks=-1), RejectReason.NEGATIVE),
     (snapshot(bandwidthTotalMb=-0.7), RejectReason.NEGATIVE),
+    (snapshot(bandwidthTotalMb=-0.4), RejectReason.NEGATIVE),
     (
         json.dumps({"deviceId": str(OTHER_DEVICE), **counters()}).encode(),
         RejectReason.WRONG_DEVICE,
