@@ -67,7 +67,7 @@ def parse_timestamp(text: str, default_zone: tzinfo) -> Timestamp | None:
         match = pattern.search(text)
         if match:
             return _from_match(match, default_zone)
-    return _rfc5322(text)
+    return _rfc5322(text, default_zone)
 
 
 def _from_match(match: re.Match[str], default_zone: tzinfo) -> Timestamp | None:
@@ -115,24 +115,41 @@ def _zone(text: str | None) -> tzinfo | None:
     return timezone(-offset if match["sign"] == "-" else offset)
 
 
-def _rfc5322(text: str) -> Timestamp | None:
-    value = header_date(text)
-    if value is None:
+def _rfc5322(text: str, default_zone: tzinfo) -> Timestamp | None:
+    parsed = _rfc5322_date(text)
+    if parsed is None:
         return None
-    return Timestamp(value.astimezone(UTC), zone_given=True)
+    if parsed.tzinfo is None:  # written without a zone: like any other zoneless body time
+        return Timestamp(parsed.replace(tzinfo=default_zone).astimezone(UTC), zone_given=False)
+    return Timestamp(parsed.astimezone(UTC), zone_given=True)
 
 
-def header_date(value: str | None) -> datetime | None:
-    """An RFC 5322 date as an aware datetime in the writer's offset, or None when unusable.
+# The numeric zone an RFC 5322 date ends with (before any comment), to check what the stdlib
+# would otherwise carry over: it reads '+1960' as +20:00 and '-0575' as -06:15.
+_RFC_ZONE = re.compile(r"[+-](?P<hours>\d{2})(?P<minutes>\d{2})\s*(?:\(.*\))?$")
 
-    `-0000` (zone unknown to the writer) is read as UTC, as RFC 5322 says the time is.
-    """
-    if not value:
-        return None
+
+def _rfc5322_date(value: str) -> datetime | None:
+    """An RFC 5322 date, naive when it names no zone; None when unusable or impossible."""
     try:
         parsed = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if not _FIRST_YEAR <= parsed.year <= _LAST_YEAR:
+        return None
+    zone = _RFC_ZONE.search(value.strip())
+    if zone is not None and (int(zone["hours"]) > 14 or int(zone["minutes"]) > 59):
+        return None
+    return parsed
+
+
+def header_date(value: str | None) -> datetime | None:
+    """An RFC 5322 date as an aware datetime in the writer's offset, or None when unusable.
+
+    `-0000` (zone unknown to the writer) is read as UTC, as RFC 5322 says the time is; so is a
+    date that names no zone at all. An impossible offset ('+2300', '-0575') makes it unusable.
+    """
+    parsed = _rfc5322_date(value) if value else None
+    if parsed is None:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

@@ -458,7 +458,8 @@ def _first_token(value: str) -> str:
 
 def _serial_number(value: str) -> str | None:
     token = _first_token(value)
-    if token.lower() in _PLACEHOLDERS or not _SERIAL.fullmatch(token):
+    placeholder = value.strip().lower() in _PLACEHOLDERS or token.lower() in _PLACEHOLDERS
+    if placeholder or not _SERIAL.fullmatch(token):  # 'Not Available' names no serial 'Not'
         return None
     return token
 

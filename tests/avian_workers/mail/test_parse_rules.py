@@ -310,6 +310,32 @@ def test_body_time_without_a_zone_or_date_header_is_utc() -> None:
     assert alert.metadata["timezone_assumed"] == "utc"
 
 
+def test_rfc_body_time_without_a_zone_takes_the_date_header_offset_too() -> None:
+    raw = make_mail(
+        "Time: Thu, 09 Jan 2025 10:11:12\n",
+        subject="IPS Alert",
+        date="Thu, 09 Jan 2025 10:12:00 -0500",
+    )
+
+    alert = only_alert(raw)
+    assert alert.occurred_at == datetime(2025, 1, 9, 15, 11, 12, tzinfo=UTC)
+    assert alert.metadata["timezone_assumed"] == "date_header"
+
+
+@pytest.mark.parametrize("offset", ["+2300", "+1960", "-0575"])
+def test_a_date_header_with_an_impossible_offset_is_not_used(offset: str) -> None:
+    raw = make_mail(
+        "Time: 2025-01-09 10:11:12\n",
+        subject="IPS Alert",
+        date=f"Thu, 09 Jan 2025 10:12:00 {offset}",
+    )
+
+    parsed = parse_alert_email(raw)
+    assert parsed.sent_at is None
+    assert parsed.alerts[0].occurred_at == datetime(2025, 1, 9, 10, 11, 12, tzinfo=UTC)
+    assert parsed.alerts[0].metadata["timezone_assumed"] == "utc"
+
+
 def test_impossible_body_time_falls_back_to_the_date_header() -> None:
     alert = only_alert(make_mail("Timestamp: 2025-02-30 10:00:00 UTC\n", subject="IPS Alert"))
 
@@ -348,7 +374,7 @@ def test_labelled_serial_number_is_read(label: str) -> None:
     assert alert.serial_number == "c0eae4b2c3f1"
 
 
-@pytest.mark.parametrize("placeholder", ["N/A", "unknown", "-", "none"])
+@pytest.mark.parametrize("placeholder", ["N/A", "unknown", "-", "none", "Not Available"])
 def test_placeholder_serial_number_is_no_serial_number(placeholder: str) -> None:
     alert = only_alert(make_mail(f"Serial Number: {placeholder}\n", subject="IPS Alert"))
 
