@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from avian_workers.mail._fields import MAX_VALUE_CHARS, field_key
 
 _DELIMITERS = (",", ";", "\t")
+_HEADER_SEARCH_LINES = 5
+"""Lines the header may come after: a title ('SonicWall Log Digest') or Excel's 'sep=;'."""
 
 
 class DigestError(ValueError):
@@ -30,10 +32,12 @@ def digest_rows(text: str, event_columns: Collection[str], max_rows: int) -> lis
     Raises DigestError when the CSV is malformed or has more than `max_rows` rows: a digest
     is read entirely or not at all, so no event of it is silently lost.
     """
-    text = text.removeprefix("\ufeff")
-    header_line = next((line for line in text.splitlines() if line.strip()), "")
-    delimiter = max(_DELIMITERS, key=header_line.count)
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    lines = text.removeprefix("\ufeff").splitlines(keepends=True)
+    start = _header_start(lines, event_columns)
+    if start is None:
+        return None
+    first, delimiter = start
+    reader = csv.reader(io.StringIO("".join(lines[first:])), delimiter=delimiter)
     rows: list[DigestRow] = []
     try:
         header: list[str] | None = None
@@ -56,3 +60,24 @@ def digest_rows(text: str, event_columns: Collection[str], max_rows: int) -> lis
     except csv.Error as error:
         raise DigestError(f"malformed CSV at line {reader.line_num}: {error}") from error
     return rows
+
+
+def _header_start(lines: list[str], event_columns: Collection[str]) -> tuple[int, str] | None:
+    """Where the header is among the first lines, and the delimiter; None when none names an
+    event column."""
+    named: str | None = None
+    for number, line in enumerate(lines[:_HEADER_SEARCH_LINES]):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if len(stripped) == 5 and stripped.lower().startswith("sep="):
+            named = stripped[4]
+            continue
+        delimiter = named or max(_DELIMITERS, key=line.count)
+        try:
+            cells = next(csv.reader([line], delimiter=delimiter), [])
+        except csv.Error:
+            continue
+        if {field_key(cell) for cell in cells} & set(event_columns):
+            return number, delimiter
+    return None

@@ -302,6 +302,16 @@ def test_csv_digest_with_semicolons_and_separate_date_and_time_columns() -> None
     ]
 
 
+@pytest.mark.parametrize("before", ["SonicWall Log Digest\n", "sep=;\n", "\nDaily report,TZ570\n"])
+def test_csv_digest_header_may_follow_a_title_line(before: str) -> None:
+    csv_text = before + "Time;Priority;Message\n2025-01-09 10:00:00;Alert;IPS Prevention Alert\n"
+
+    (alert,) = parse_alert_email(digest_mail(csv_text)).alerts
+
+    assert alert.alert_type == "ips_alert"
+    assert alert.severity == "critical"
+
+
 def test_csv_attachment_without_an_event_column_is_not_a_digest() -> None:
     raw = digest_mail("Serial Number,Model\nC0EAE4B2C3F1,TZ570\n", body="IPS Alert\nSN: 00401\n")
 
