@@ -38,11 +38,18 @@ def _rule(*patterns: str) -> re.Pattern[str]:
 
 # Most specific first: "License Expiring: IPS License ..." is about the licence, "WAN Down:
 # Primary WAN Interface Offline" about the WAN, "Gateway Anti-Virus" is not generic malware.
+# The security services come before the link states: in "IPS Prevention Alert: packet dropped
+# on interface X1" or "Botnet Filter: WAN connection dropped", dropped means blocked.
 _TYPE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "license_expiring",
         _rule(r"\blicen[cs]es?\b.{0,60}?\bexpir\w*", r"\bexpir\w*\b.{0,60}?\blicen[cs]es?\b"),
     ),
+    ("atp_alert", _rule(r"\bATP\b", r"\badvanced\s+threat\b")),
+    ("botnet_alert", _rule(r"\bbotnets?\b")),
+    ("gav_alert", _rule(r"\bgateway\s+(?:AV|anti-?virus)\b", r"\bGAV\b")),
+    # 'IPs' (IP addresses) is not IPS, whatever the case of the rest.
+    ("ips_alert", _rule(r"\b(?-i:(?!IPs\b))IPS\b", r"\bintrusions?\b")),
     (
         "vpn_down",
         _rule(
@@ -73,13 +80,10 @@ _TYPE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"\bmemory\b.{0,30}?\b(?:usage|utili[sz]ation|high|threshold|exhaust\w*)\b",
         ),
     ),
-    ("atp_alert", _rule(r"\bATP\b", r"\badvanced\s+threat\b")),
-    ("botnet_alert", _rule(r"\bbotnets?\b")),
-    ("gav_alert", _rule(r"\bgateway\s+(?:AV|anti-?virus)\b", r"\bGAV\b")),
-    ("ips_alert", _rule(r"\bIPS\b", r"\bintrusions?\b")),
     (
         "malware_detected",
-        _rule(r"\b(?:malware|ransomware|virus|viruses|trojan|spyware|worm)\b"),
+        # An 'Anti-Virus' product or its signatures are not a virus found.
+        _rule(r"(?<!anti-)(?<!anti)\b(?:malware|ransomware|virus|viruses|trojan|spyware|worm)\b"),
     ),
 )
 

@@ -172,6 +172,10 @@ def test_severity_words_in_the_subject_do_not_set_the_severity() -> None:
         ("Advanced Threat Protection verdict", "atp_alert"),
         ("Security Alert: Suspicious Activity", "security_alert"),
         ("Alert from SonicWall", "security_alert"),
+        # 'dropped' after a security service means blocked, not a link going down
+        ("IPS Prevention Alert: packet dropped on interface X1", "ips_alert"),
+        ("Botnet Filter: WAN connection dropped", "botnet_alert"),
+        ("Gateway Anti-Virus Alert: connection from WAN dropped", "gav_alert"),
     ],
 )
 def test_subject_names_the_alert_type(subject: str, alert_type: str) -> None:
@@ -191,6 +195,8 @@ def test_subject_names_the_alert_type(subject: str, alert_type: str) -> None:
         "CPUs inventory alert",
         "Botnetwork naming alert",
         "Download from the portal alert",
+        "Alert: 3 blocked IPs from Geo-IP filter",  # IP addresses, not IPS
+        "Anti-Virus signature update alert",  # the product, not a virus found
     ],
 )
 def test_type_words_inside_other_words_do_not_count(subject: str) -> None:
