@@ -134,7 +134,8 @@ _SYSLOG_LEVELS: tuple[Severity, ...] = (
     "info",  # 6 informational
     "info",  # 7 debug
 )
-_FIRST_WORD = re.compile(r"\s*([A-Za-z]+|[0-9]+)(?![A-Za-z0-9])")
+# The first word, past any opening bracket or quote: 'Severity: [HIGH]', 'pri="4"'.
+_FIRST_WORD = re.compile(r"[\s\[(\"']*([A-Za-z]+|[0-9]+)(?![A-Za-z0-9])")
 
 
 def specific_alert_type(texts: Iterable[str]) -> str | None:
@@ -171,7 +172,8 @@ def priority_severity(value: str) -> Severity | None:
     if word.isdigit():
         level = int(word) if len(word) == 1 else -1
         return _SYSLOG_LEVELS[level] if 0 <= level < len(_SYSLOG_LEVELS) else None
-    return _PRIORITY_WORDS.get(word)
+    # 'Priority: High' is a severity word where a priority name was expected.
+    return _PRIORITY_WORDS.get(word) or _SEVERITY_WORDS.get(word)
 
 
 def _first_word(value: str) -> str | None:

@@ -78,7 +78,7 @@ _MANAGEMENT_IP_KEYS = (
 _HOSTNAME_KEYS = (
     "hostname", "host_name", "device_name", "firewall_name", "system_name", "fw_name",
 )  # fmt: skip
-_SEVERITY_KEYS = ("severity", "sev", "alert_severity", "event_severity")
+_SEVERITY_KEYS = ("severity", "sev", "severity_level", "alert_severity", "event_severity")
 _PRIORITY_KEYS = ("priority", "pri")
 _TIME_KEYS = (
     "timestamp", "time", "event_time", "date_time", "datetime", "occurred_at", "occurred",

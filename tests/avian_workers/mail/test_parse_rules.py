@@ -52,6 +52,8 @@ def test_alert_types_are_the_contract_list() -> None:
         ("Warning", "medium"),
         ("Alert", "critical"),
         ("Error", "high"),
+        ("[HIGH]", "high"),
+        ('"Low"', "low"),
     ],
 )
 def test_explicit_severity_field_sets_the_severity(stated: str, severity: str) -> None:
@@ -59,6 +61,21 @@ def test_explicit_severity_field_sets_the_severity(stated: str, severity: str) -
 
     assert alert.severity == severity
     assert alert.metadata["severity_source"] == "severity"
+
+
+def test_severity_level_is_an_explicit_severity_field() -> None:
+    alert = only_alert(make_mail("Severity Level: High\n", subject="IPS Alert"))
+
+    assert alert.severity == "high"
+
+
+@pytest.mark.parametrize(("priority", "severity"), [("High", "high"), ("Low", "low")])
+def test_a_severity_word_in_the_priority_field_is_read_as_that_severity(
+    priority: str, severity: str
+) -> None:
+    alert = only_alert(make_mail(f"Priority: {priority}\n", subject="IPS Alert"))
+
+    assert alert.severity == severity
 
 
 @pytest.mark.parametrize(
