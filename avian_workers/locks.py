@@ -10,6 +10,7 @@ most one lease while a slow, healthy holder never loses it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,25 +18,46 @@ from dataclasses import dataclass, field
 import redis
 from redis.exceptions import LockError, LockNotOwnedError
 
+from avian_workers.logs import get_logger
+
+_UNANSWERED = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
 
 @dataclass
 class Lease:
-    """A held lock; `lost` turns true if a renewal found the lock no longer ours."""
+    """A held lock; `lost` turns true once the lock may be someone else's."""
 
     key: str
     lease_seconds: float
     _lock: redis.lock.Lock
     _stop: threading.Event = field(default_factory=threading.Event)
+    _renewed_at: float = field(default_factory=time.monotonic)
     lost: bool = False
 
     def renew(self) -> bool:
-        """Push the expiry a full lease ahead; False once the lock is no longer ours."""
+        """Push the expiry a full lease ahead; False once the lock may no longer be ours.
+
+        Redis not answering is not a loss while the last lease may still run: the next renewal
+        tries again. Once a whole lease has passed since the last renewal that succeeded, the
+        key may have expired and been taken, so the lease is lost.
+        """
         try:
             self._lock.reacquire()
         except (LockNotOwnedError, LockError):
-            self.lost = True
+            self._lose("another holder has the lock")
             return False
+        except _UNANSWERED as exc:
+            if time.monotonic() - self._renewed_at < self.lease_seconds:
+                return True
+            self._lose(f"Redis did not answer for a whole lease ({type(exc).__name__})")
+            return False
+        self._renewed_at = time.monotonic()
         return True
+
+    def _lose(self, reason: str) -> None:
+        if not self.lost:
+            get_logger().warning("Lock lost", lock=self.key, reason=reason)
+        self.lost = True
 
 
 def _renew_until_stopped(lease: Lease) -> None:
@@ -71,3 +93,10 @@ def hold(
             lock.release()
         except (LockNotOwnedError, LockError):
             lease.lost = True
+        except _UNANSWERED as exc:
+            # The holder's own outcome matters more; the key expires with its lease anyway.
+            get_logger().warning(
+                "Lock not released: Redis did not answer; it expires with its lease",
+                lock=key,
+                error=type(exc).__name__,
+            )
