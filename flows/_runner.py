@@ -64,7 +64,8 @@ def _run_worker(
     worker_name: str | None, parameters: Mapping[str, Any] | None, given: Settings | None
 ) -> int:
     started = time.monotonic()
-    configure_logging("info")
+    # No mirror to Prefect's run logs yet: it would import Prefect before the checks below.
+    configure_logging("info", mirror_to_prefect=False)
     log = get_logger()
     try:
         worker = parse_worker_type(worker_name)
@@ -74,7 +75,9 @@ def _run_worker(
         return EXIT_FAILED
     register_configured_secrets(settings)
     configure_logging(
-        settings.log_level, context={"workerType": worker.value, "nodeEnv": settings.node_env}
+        settings.log_level,
+        context={"workerType": worker.value, "nodeEnv": settings.node_env},
+        mirror_to_prefect=False,
     )
     log = get_logger()
     log.info(f"Starting worker: {worker.value}")
@@ -103,9 +106,13 @@ def _run_worker(
     flow = load_flow(worker)
     try:
         state = cast("State[Any]", flow(**dict(parameters or {}), return_state=True))
-    except Exception as exc:  # parameter validation and anything raised before a state exists
+    except BaseException as exc:
+        # Parameter validation, anything raised before a state exists, and what Prefect re-raises
+        # after marking the run Crashed (SystemExit, KeyboardInterrupt).
         log.error(
-            "Worker failed", error=str(exc), durationMs=round((time.monotonic() - started) * 1000)
+            "Worker failed",
+            error=str(exc) or type(exc).__name__,
+            durationMs=round((time.monotonic() - started) * 1000),
         )
         return EXIT_FAILED
     duration_ms = round((time.monotonic() - started) * 1000)

@@ -14,13 +14,15 @@ from tests.plugins.services import free_port
 VALID = ("edr-polling", "metrics-aggregation", "email-alerts")
 
 
-def _run(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def _run(
+    env: dict[str, str], *args: str, python_options: tuple[str, ...] = ()
+) -> tuple[subprocess.CompletedProcess[str], float]:
     base = {
         k: v for k, v in os.environ.items() if k not in {"WORKER_TYPE", "DATABASE_URL", "REDIS_URL"}
     }
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", *(args or ("flows",))],
+        [sys.executable, *python_options, "-m", *(args or ("flows",))],
         env={**base, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **env},
         capture_output=True,
         text=True,
@@ -46,6 +48,15 @@ def test_unknown_or_missing_worker_type_exits_1_listing_valid_values(
     assert line["level"] == "error"
     for name in VALID:
         assert name in line["message"]
+
+
+def test_a_configuration_error_is_reported_without_importing_prefect() -> None:
+    result, _ = _run({"WORKER_TYPE": "bogus"}, python_options=("-X", "importtime"))
+
+    assert result.returncode == 1
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
+    assert "flows._runner" in imported
+    assert not [name for name in imported if name.split(".")[0] == "prefect"]
 
 
 @pytest.mark.parametrize(
