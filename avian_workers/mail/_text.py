@@ -2,12 +2,14 @@
 
 Mail lies about its charset (latin-1 bytes labelled utf-8) or names one Python does not know.
 Decoding therefore tries the declared charset strictly, then utf-8 and cp1252 strictly, and
-ends with latin-1, which maps every byte. The chain is deterministic and cheap; a statistical
-detector guesses badly on the short texts alerts are, and the identifiers we need are ASCII.
+ends with latin-1, which maps every byte; a byte order mark overrules the declared charset. The
+chain is deterministic and cheap; a statistical detector guesses badly on the short texts
+alerts are, and the identifiers we need are ASCII.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 from email.errors import HeaderParseError
 from email.header import Header, decode_header
@@ -22,8 +24,19 @@ _WHITESPACE = re.compile(r"\s+")
 _MAX_HEADER_CHARS = 8192
 
 
+# A byte order mark says which Unicode encoding the bytes are in, whatever a header declares.
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
 def decode_bytes(data: bytes, declared: str | None) -> tuple[str, str]:
     """The text of `data` and the name of the charset that decoded it."""
+    marked = next((charset for bom, charset in _BYTE_ORDER_MARKS if data.startswith(bom)), None)
+    if marked is not None:
+        declared = marked
     candidates = (declared, *_FALLBACK_CHARSETS) if declared else _FALLBACK_CHARSETS
     for charset in candidates:
         try:

@@ -70,7 +70,8 @@ _MAX_CLASSIFIED_CHARS = 1000
 # Labels by meaning, after normalisation (see _fields.field_key); the first one present wins.
 _SERIAL_KEYS = (
     "serial_number", "serial", "serial_no", "serial_num", "sn", "s_n",
-    "device_serial", "device_serial_number",
+    "device_serial", "device_serial_number", "device_s_n", "device_sn",
+    "firewall_serial", "firewall_serial_number", "serial_number_sn", "serialnumber",
 )  # fmt: skip
 _MANAGEMENT_IP_KEYS = (
     "management_ip", "management_ip_address", "mgmt_ip", "fw", "firewall_ip", "device_ip",

@@ -312,6 +312,29 @@ def test_csv_digest_header_may_follow_a_title_line(before: str) -> None:
     assert alert.severity == "critical"
 
 
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        (
+            b"\xef\xbb\xbfTime,Priority,Message\n2025-01-09 10:00:00,Alert,IPS Prevention Alert\n",
+            'text/csv; charset=windows-1252; name="digest.csv"',
+        ),
+        (
+            "\ufeffTime,Priority,Message\n2025-01-09 10:00:00,Alert,IPS Prevention Alert\n".encode(
+                "utf-16-le"
+            ),
+            'text/csv; name="digest.csv"',
+        ),
+    ],
+    ids=["utf-8 BOM, charset says windows-1252", "utf-16 BOM, no charset"],
+)
+def test_a_byte_order_mark_decides_the_digest_encoding(data: bytes, content_type: str) -> None:
+    (alert,) = parse_alert_email(digest_mail(data, content_type=content_type)).alerts
+
+    assert alert.occurred_at == jan(9, 10, 0, 0)
+    assert alert.alert_type == "ips_alert"
+
+
 def test_csv_attachment_without_an_event_column_is_not_a_digest() -> None:
     raw = digest_mail("Serial Number,Model\nC0EAE4B2C3F1,TZ570\n", body="IPS Alert\nSN: 00401\n")
 
@@ -369,8 +392,14 @@ def only_alert(raw: bytes) -> ParsedAlert:
     return alert
 
 
-def digest_mail(csv_text: str, body: str = "Event digest\n") -> bytes:
-    encoded = base64.encodebytes(csv_text.encode()).decode()
+def digest_mail(
+    csv_text: str | bytes,
+    body: str = "Event digest\n",
+    *,
+    content_type: str = 'application/octet-stream; name="digest.csv"',
+) -> bytes:
+    data = csv_text if isinstance(csv_text, bytes) else csv_text.encode()
+    encoded = base64.encodebytes(data).decode()
     return f"""Subject: SonicWall digest
 Date: Thu, 09 Jan 2025 10:00:00 +0000
 MIME-Version: 1.0
@@ -381,7 +410,7 @@ Content-Type: text/plain; charset=us-ascii
 
 {body}
 --d
-Content-Type: application/octet-stream; name="digest.csv"
+Content-Type: {content_type}
 Content-Disposition: attachment; filename="digest.csv"
 Content-Transfer-Encoding: base64
 

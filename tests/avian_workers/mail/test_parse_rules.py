@@ -390,7 +390,20 @@ def test_unlabelled_upper_case_tokens_are_not_serial_numbers() -> None:
     assert alert.serial_number is None
 
 
-@pytest.mark.parametrize("label", ["Serial Number", "Serial", "Serial No", "S/N", "SN"])
+@pytest.mark.parametrize(
+    "label",
+    [
+        "Serial Number",
+        "Serial",
+        "Serial No",
+        "S/N",
+        "SN",
+        "Device S/N",
+        "Firewall Serial Number",
+        "Serial Number (SN)",
+        "SerialNumber",
+    ],
+)
 def test_labelled_serial_number_is_read(label: str) -> None:
     alert = only_alert(make_mail(f"{label}: c0eae4b2c3f1\n", subject="IPS Alert"))
 
