@@ -369,7 +369,9 @@ class EmbeddedImap:
             *("--cert", str(self.certificates.cert_file)),
             *("--key", str(self.certificates.key_file)),
             "dict",
-            *("--demo-user", self.account.user, "--demo-password", self.account.password),
+            # '=' keeps a value that starts with '-' (token_urlsafe makes some) a value.
+            f"--demo-user={self.account.user}",
+            f"--demo-password={self.account.password}",
         ]
         self._process = ChildProcess("IMAP server (pymap)", argv, self.log_path)
         wait_until(self._accepts, what="IMAP server (pymap)", process=self._process)

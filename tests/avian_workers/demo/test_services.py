@@ -94,9 +94,11 @@ def test_postgres_serves_the_demo_database_on_a_socket_and_stops(tmp_path: Path)
     assert not is_alive(postmaster)
 
 
-def test_imap_takes_the_sample_mail_over_verified_starttls(tmp_path: Path) -> None:
+# A random password may start with '-' (token_urlsafe), which must stay the password.
+@pytest.mark.parametrize("password", ["demo-password-1", "-Ab3-dash-first"])
+def test_imap_takes_the_sample_mail_over_verified_starttls(tmp_path: Path, password: str) -> None:
     certificates = issue_certificates(tmp_path / "tls")
-    server = EmbeddedImap(certificates, "alerts", "demo-password-1", tmp_path / "imap.log")
+    server = EmbeddedImap(certificates, "alerts", password, tmp_path / "imap.log")
     server.start()
     try:
         emails = demo_emails()[:3]
