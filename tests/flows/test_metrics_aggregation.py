@@ -40,6 +40,12 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 TODAY = datetime.now(UTC).date()
 YESTERDAY = TODAY - timedelta(days=1)
+"""Fixed at import: only for tests that name their days; what 'today' means to a flow run is
+`utc_today()` at the time of the run."""
+
+
+def utc_today() -> date:
+    return datetime.now(UTC).date()
 
 
 def at(day: date, hour: int, minute: int = 0) -> datetime:
@@ -338,18 +344,20 @@ def test_nightly_run_covers_yesterday_and_the_late_days_and_enforces_retention(
     db: Engine, redis_client: redis.Redis, keys: RedisKeys
 ) -> None:
     (device,) = add_devices(db)
-    expired, kept = TODAY - timedelta(days=366), TODAY - timedelta(days=365)
+    today = utc_today()  # now, not when the module was imported: a run may cross midnight
+    yesterday = today - timedelta(days=1)
+    expired, kept = today - timedelta(days=366), today - timedelta(days=365)
     with db.begin() as conn:
         conn.execute(
             insert(FirewallMetricsRollup),
             [{"device_id": device, "date": day, "ips_blocked": 1} for day in (expired, kept)],
         )
-    late_day = YESTERDAY - timedelta(days=2)
+    late_day = yesterday - timedelta(days=2)
     put_snapshot(redis_client, keys, device, late_day, redis_counters(ips=9))
 
     summary = metrics_aggregation()
 
-    assert [r.day for r in summary.days] == [late_day, late_day + timedelta(days=1), YESTERDAY]
+    assert [r.day for r in summary.days] == [late_day, late_day + timedelta(days=1), yesterday]
     assert summary.rollups_deleted == 1
     assert [r["date"] for r in stored_rollups(db)] == [kept, late_day]
 
@@ -424,7 +432,7 @@ def test_tasks_retry_only_when_a_store_failed_to_answer(error: Exception, retrie
 
 def test_an_unfinished_day_is_refused_with_a_clear_error(db: Engine, keys: RedisKeys) -> None:
     with pytest.raises(ValueError, match="not a finished UTC day"):
-        run_day(TODAY)
+        run_day(utc_today())
 
 
 def test_run_leaves_a_table_artifact_and_a_summary(
