@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 from typing import cast
 
+import psycopg
 import pytest
 import redis
 import sqlalchemy.exc
@@ -13,9 +15,10 @@ from prefect.tasks import Task
 
 from avian_workers.mail.mailbox import MailboxAuthError, MailboxConnectionError, MailboxTLSError
 from avian_workers.microsoft import TenantAuthError
-from flows._common import RetryOn
+from flows._common import RetryOn, freeze_startup_objects
 from flows.edr_polling import retry_on_store_error
 from flows.email_alerts import retry_on_io_error as retry_mailbox_task
+from flows.metrics_aggregation import retry_on_io_error as retry_metrics_day
 
 NO_TASK = cast("Task[..., object]", None)
 NO_TASK_RUN = cast("TaskRun", None)
@@ -69,3 +72,25 @@ def test_edr_datasets_retry_only_when_a_store_failed_to_answer(
     error: Exception, retried: bool
 ) -> None:
     assert retry_on_store_error(NO_TASK, NO_TASK_RUN, Failed(data=error)) is retried
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (DATABASE_GONE, True),
+        # The posture cursor and the rollup COPY use psycopg directly, unwrapped by SQLAlchemy.
+        (psycopg.OperationalError("consuming input failed: server closed the connection"), True),
+        (redis.exceptions.TimeoutError("Redis timed out"), True),
+        (psycopg.errors.CardinalityViolation("a row affected twice"), False),
+        (ValueError("a device appears twice on one day"), False),
+    ],
+)
+def test_metrics_days_retry_only_when_a_store_failed_to_answer(
+    error: Exception, retried: bool
+) -> None:
+    assert retry_metrics_day(NO_TASK, NO_TASK_RUN, Failed(data=error)) is retried
+
+
+def test_objects_alive_at_the_first_run_are_left_out_of_garbage_collections() -> None:
+    freeze_startup_objects()
+    assert gc.get_freeze_count() > 0
