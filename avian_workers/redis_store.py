@@ -6,6 +6,7 @@ shared development servers set it to keep runs apart.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
 
 import redis
@@ -38,6 +39,11 @@ class RedisKeys:
     def daily_snapshot(self, device_id: object, day: date) -> str:
         """Final counters of one UTC day: `firewall:polling:{device_id}:daily:{YYYY-MM-DD}`."""
         return f"{self.prefix}firewall:polling:{device_id}:daily:{day.isoformat()}"
+
+    def daily_snapshots(self, device_ids: Iterable[object], day: date) -> list[str]:
+        """daily_snapshot of each device, for one day (in bulk, the day formatted once)."""
+        head, tail = f"{self.prefix}firewall:polling:", f":daily:{day.isoformat()}"
+        return [f"{head}{device_id}{tail}" for device_id in device_ids]
 
     def lock(self, scope: str, name: object) -> str:
         """A workers' lock, e.g. scope `edr-tenant` and the tenant id."""

@@ -242,8 +242,10 @@ def core_seconds(target: Target, days: list[date]) -> Timing:
     from avian_workers.metrics.aggregate import aggregate_day
     from avian_workers.redis_store import RedisKeys, connect
     from avian_workers.settings import load_settings
+    from flows._common import freeze_startup_objects
     from flows.metrics_aggregation import DAY_CONCURRENCY
 
+    freeze_startup_objects()  # as the flow's start does
     settings = load_settings()
     engine = make_engine(settings, pool_size=DAY_CONCURRENCY + 1)
     client = connect(settings)
@@ -279,7 +281,7 @@ def flow_seconds(target: Target, days: list[date]) -> tuple[float, int]:
 def loop_seconds(target: Target, client: redis.Redis, sample: int) -> float:
     """The old worker's shape: one device-day at a time, one row per transaction."""
     from avian_workers.metrics.rollup import (
-        SECURITY_COUNTERS,
+        NO_POSTURE,
         PostureSamples,
         RollupRow,
         metric_values,
@@ -289,7 +291,6 @@ def loop_seconds(target: Target, client: redis.Redis, sample: int) -> float:
     from avian_workers.redis_store import RedisKeys
 
     keys = RedisKeys(target.redis_prefix)
-    names = SECURITY_COUNTERS
     devices = target.devices[:sample]
     with psycopg.connect(target.database_url, autocommit=True) as conn:
         conn.execute("DELETE FROM firewall_metrics_rollup WHERE device_id = ANY(%s)", (devices,))
@@ -307,9 +308,10 @@ def loop_seconds(target: Target, client: redis.Redis, sample: int) -> float:
                     " ORDER BY timestamp",
                     (device_id, start, end),
                 ).fetchall()
-                posture = PostureSamples(
-                    taken_at=[r[0] for r in rows],
-                    counters={name: [r[i + 1] for r in rows] for i, name in enumerate(names)},
+                posture = (
+                    PostureSamples(*(list(column) for column in zip(*rows, strict=True)))
+                    if rows
+                    else NO_POSTURE
                 )
                 outcome = rollup_device_day(
                     device_id, day, posture=posture, snapshot=snapshot, live=live

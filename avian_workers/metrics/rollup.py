@@ -46,12 +46,12 @@ itself are lost, so after a drop the total is a lower bound. Because of that, ad
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from itertools import compress
-from operator import gt, lt, mul
+from operator import gt, itemgetter, lt
 from typing import NamedTuple, cast
 from uuid import UUID
 
@@ -88,9 +88,15 @@ REDIS_SESSIONS = "activeSessionsCount"
 
 _REQUIRED_NAMES = tuple(REDIS_COUNTERS)
 _REQUIRED_FIELDS = tuple(REDIS_COUNTERS.values())
-_FINAL_INDEXES = tuple(
-    _REQUIRED_NAMES.index(name) for name in (*SECURITY_COUNTERS, "blocked_connections")
+_required_values = cast(
+    "Callable[[object], tuple[int, int, int, int, int, int, int, int]]",
+    itemgetter(*_REQUIRED_FIELDS),
 )
+_KnownPosture = tuple[
+    Sequence[datetime], Sequence[int], Sequence[int], Sequence[int], Sequence[int], Sequence[int]
+]
+_GAP = 2**65  # above any integer orjson reads (larger ones become floats)
+_GAPS = len(SECURITY_COUNTERS) - 1
 _ONLY_INT = {int}
 _DAY = timedelta(days=1)
 
@@ -98,33 +104,39 @@ Sample = tuple[datetime, int | None]
 """(taken at, in naive UTC; the counter's value, None when that sample lacks it)."""
 
 
-@dataclass(frozen=True, slots=True)
-class PostureSamples:
-    """A device's posture rows of one day, column-wise: when each was taken, each counter's values.
+class PostureSamples(NamedTuple):
+    """A device's posture rows of one day, column-wise: when each was taken, and each counter's
+    value in that row (None where the row lacks it). Fields after `taken_at` are SECURITY_COUNTERS.
 
-    `counters` maps names of SECURITY_COUNTERS to one value (or None) per entry of `taken_at`.
+    A NamedTuple, so a database row of the same columns becomes one without copying its arrays.
     """
 
     taken_at: Sequence[datetime]
-    counters: Mapping[str, Sequence[int | None]]
+    ips: Sequence[int | None]
+    gav: Sequence[int | None]
+    atp: Sequence[int | None]
+    botnet: Sequence[int | None]
+    content_filter: Sequence[int | None]
 
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[datetime, Mapping[str, int | None]]]) -> PostureSamples:
         """Build from (taken at, {counter: value}) rows; absent counters are None."""
         listed = list(rows)
         return cls(
-            taken_at=[taken_at for taken_at, _ in listed],
-            counters={
-                name: [values.get(name) for _, values in listed] for name in SECURITY_COUNTERS
-            },
+            [taken_at for taken_at, _ in listed],
+            *([values.get(name) for _, values in listed] for name in SECURITY_COUNTERS),
         )
+
+    def values(self, name: str) -> Sequence[int | None]:
+        """One counter's values, in row order."""
+        return cast("Sequence[int | None]", getattr(self, name))
 
     def samples(self, name: str) -> list[Sample]:
         """One counter's samples as (taken at, value) pairs."""
-        return list(zip(self.taken_at, self.counters.get(name, ()), strict=True))
+        return list(zip(self.taken_at, self.values(name), strict=True))
 
 
-NO_POSTURE = PostureSamples(taken_at=(), counters={})
+NO_POSTURE = PostureSamples((), (), (), (), (), ())
 
 
 class RejectReason(StrEnum):
@@ -207,8 +219,10 @@ Outcome = RollupRow | Rejection | Missing
 
 def counter_total(values: Sequence[int]) -> int | None:
     """The day's total of one counter from its samples in time order (the counter-drop rule)."""
-    if not values:
-        return None
+    return _drop_total(values) if values else None
+
+
+def _drop_total(values: Sequence[int]) -> int:
     # Each value followed by a lower one (a drop) counts, and so does the last; compress and
     # map keep the loop in C, which matters at hundreds of thousands of device-days.
     return sum(compress(values, map(gt, values, values[1:]))) + values[-1]
@@ -386,7 +400,7 @@ def _series(
     final: tuple[datetime, int] | None,
 ) -> list[int]:
     """One counter's values in time order (ties by value), the final reading's last."""
-    values = posture.counters.get(name, ())
+    values = posture.values(name)
     taken_at = posture.taken_at
     if (
         in_order
@@ -427,64 +441,55 @@ def _usual_day(
 
     Usual is: a daily snapshot of plain non-negative integers, posture rows in time order with
     every counter and no negative value, totals within the int columns. That is nearly every
-    device-day, and here it costs half of the general path (a backfill makes hundreds of
+    device-day, and here it costs under half of the general path (a backfill makes hundreds of
     thousands). Anything else returns None and `_any_day` decides, with the reasons; both give
     the same row for a usual day (the counter-drop rule with the snapshot as last sample).
     """
     try:
         document = orjson.loads(snapshot)
-    except orjson.JSONDecodeError:
-        return None
-    if type(document) is not dict:
-        return None
+        counters_doc = document.get("lastCounters", document)
+        finals = _required_values(counters_doc)
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return None  # not JSON, not an object, or a counter missing
     claimed = document.get("deviceId")
     if claimed is not None and (type(claimed) is not str or claimed.lower() != str(device_id)):
         return None
-    counters_doc = document.get("lastCounters", document)
-    if type(counters_doc) is not dict:
+    if set(map(type, finals)) != _ONLY_INT or min(finals) < 0:
         return None
-    found = list(map(counters_doc.get, _REQUIRED_FIELDS))
-    if set(map(type, found)) != _ONLY_INT:
-        return None
-    finals = cast("list[int]", found)
-    if min(finals) < 0:
-        return None
-    bandwidth = cast("int | None", counters_doc.get(REDIS_BANDWIDTH))
-    sessions = cast("int | None", counters_doc.get(REDIS_SESSIONS))
+    bandwidth = counters_doc.get(REDIS_BANDWIDTH)
+    sessions = counters_doc.get(REDIS_SESSIONS)
     if (bandwidth is not None and (type(bandwidth) is not int or bandwidth < 0)) or (
         sessions is not None and (type(sessions) is not int or sessions < 0)
     ):
         return None
-    taken_at = posture.taken_at
-    if len(taken_at) > 1 and not _is_strictly_increasing(taken_at):
+    # Typed as if every posture value were known: a None among them fails `min` below.
+    taken_at, ips, gav, atp, botnet, content_filter = cast("_KnownPosture", posture)
+    if len(taken_at) > 1 and not all(map(lt, taken_at, taken_at[1:])):
         return None
-    get = posture.counters.get
-    ips, gav, atp, botnet, content_filter = (get(name, ()) for name in SECURITY_COUNTERS)
-    f_ips, f_gav, f_atp, f_botnet, f_content_filter, blocked = map(
-        finals.__getitem__, _FINAL_INDEXES
-    )
+    f_ips, f_gav, _, f_atp, _, f_botnet, f_content_filter, blocked = finals
     # The five counters' series in one list, each closed by its snapshot value (the day's last
-    # sample) and a -1 that ends it: the counter-drop rule then runs once, in C, for all five.
-    # Every value before a lower one counts; a snapshot value is always before the -1, and a
-    # -1 never before a lower value. Only posture values can be None or negative: a None, a
-    # value under -1 or a sixth -1 sends the day to the general path, which names the problem.
-    samples = [
-        *ips, f_ips, -1, *gav, f_gav, -1, *atp, f_atp, -1,
-        *botnet, f_botnet, -1, *content_filter, f_content_filter, -1,
+    # sample), with a gap above any value between them. One pass in C then finds a negative or
+    # missing (None: TypeError) posture value, and counts the falls: one into each of the four
+    # gaps, and any more is a drop within a series (or a snapshot value beyond any column).
+    series = [
+        *ips, f_ips, _GAP, *gav, f_gav, _GAP, *atp, f_atp, _GAP,
+        *botnet, f_botnet, _GAP, *content_filter, f_content_filter,
     ]  # fmt: skip
-    if None in samples:
+    try:
+        if min(series) < 0:
+            return None
+    except TypeError:
         return None
-    series = cast("list[int]", samples)
-    if min(series) < -1 or series.count(-1) != len(SECURITY_COUNTERS):
-        return None
-    counted = list(map(mul, series, map(gt, series, series[1:])))
-    gav_from = len(ips) + 2
-    atp_from = gav_from + len(gav) + 2
-    content_filter_from = atp_from + len(atp) + len(botnet) + 4
-    ips_total = sum(counted[:gav_from])
-    gav_total = sum(counted[gav_from:atp_from])
-    threats = sum(counted[:content_filter_from])
-    content_filter_total = sum(counted[content_filter_from:])
+    if sum(map(gt, series, series[1:])) == _GAPS:
+        ips_total, gav_total, atp_total, botnet_total = f_ips, f_gav, f_atp, f_botnet
+        content_filter_total = f_content_filter
+    else:
+        ips_total = _drop_total([*ips, f_ips])
+        gav_total = _drop_total([*gav, f_gav])
+        atp_total = _drop_total([*atp, f_atp])
+        botnet_total = _drop_total([*botnet, f_botnet])
+        content_filter_total = _drop_total([*content_filter, f_content_filter])
+    threats = ips_total + gav_total + atp_total + botnet_total
     if (
         threats > INT_MAX
         or content_filter_total > INT_MAX

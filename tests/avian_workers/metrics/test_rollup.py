@@ -570,5 +570,10 @@ def test_bandwidth_may_exceed_int_but_not_bigint() -> None:
     assert rejection(rollup(snapshot_raw=too_big)).reason is RejectReason.OUT_OF_RANGE
 
 
+def test_posture_samples_hold_the_time_then_each_security_counter() -> None:
+    assert PostureSamples._fields == ("taken_at", *SECURITY_COUNTERS)
+    assert PostureSamples((), (), (), (), (), ()) == NO_POSTURE
+
+
 def test_rollup_metrics_are_the_tables_metric_columns() -> None:
     assert METRIC_NAMES == ROLLUP_METRICS

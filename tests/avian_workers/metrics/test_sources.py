@@ -3,11 +3,17 @@
 from datetime import date, datetime, time
 from uuid import uuid4
 
+import pytest
 import redis
 from sqlalchemy import Engine, text
 
 from avian_workers.metrics.rollup import NO_POSTURE
-from avian_workers.metrics.sources import day_bounds, devices_with_posture, read_redis_values
+from avian_workers.metrics.sources import (
+    DeviceBatch,
+    day_bounds,
+    device_batches,
+    read_redis_values,
+)
 from avian_workers.redis_store import RedisKeys
 from avian_workers.settings import Settings
 from tests.avian_workers.metrics.platform_data import (
@@ -38,45 +44,54 @@ def test_active_devices_come_in_id_order_with_their_samples_of_the_day(db: Engin
     add_posture(db, inactive, at(6), ips=5)
 
     with db.connect() as conn:
-        devices = list(devices_with_posture(conn, DAY))
+        (batch,) = device_batches(conn, DAY)
 
-    assert [device_id for device_id, _ in devices] == [first, second]
-    posture = devices[0][1]
+    assert batch.ids == [first, second]
+    assert batch.names == [str(first), str(second)]
+    posture = batch.postures[0]
     assert sorted(posture.samples("ips")) == [(at(6), 10), (at(12), 20)]
     assert sorted(posture.samples("gav")) == [(at(6), 1), (at(12), None)]
     assert sorted(posture.samples("content_filter")) == [(at(6), None), (at(12), None)]
-    assert devices[1][1] == NO_POSTURE
+    assert batch.postures[1] == NO_POSTURE
 
 
 def test_sample_at_midnight_belongs_to_the_day_it_starts(db: Engine) -> None:
     (device,) = add_devices(db)
     add_posture(db, device, at(0), ips=3)
     with db.connect() as conn:
-        ((_, posture),) = devices_with_posture(conn, DAY)
-    assert posture.samples("ips") == [(at(0), 3)]
+        (batch,) = device_batches(conn, DAY)
+    assert batch.postures[0].samples("ips") == [(at(0), 3)]
 
 
 def test_given_ids_select_exactly_those_devices_whatever_their_status(db: Engine) -> None:
     active, other_active = add_devices(db, 2)
     (inactive,) = add_devices(db, 1, status="inactive")
     with db.connect() as conn:
-        selected = [d for d, _ in devices_with_posture(conn, DAY, [inactive, active, uuid4()])]
+        selected = [
+            d for batch in device_batches(conn, DAY, [inactive, active, uuid4()]) for d in batch.ids
+        ]
     assert sorted(selected) == sorted([active, inactive])
     assert other_active not in selected
 
 
-def test_devices_are_streamed_through_a_server_side_cursor(db: Engine) -> None:
-    add_devices(db, 5)
+def test_devices_are_streamed_through_a_server_side_cursor_in_batches(db: Engine) -> None:
+    devices = add_devices(db, 5)
     with db.connect() as conn:
-        stream = devices_with_posture(conn, DAY, fetch_rows=2)
-        next(stream)
+        stream = device_batches(conn, DAY, batch_size=2)
+        first: DeviceBatch = next(stream)
         open_cursors = conn.execute(
             text("SELECT count(*) FROM pg_cursors WHERE position(:table IN statement) > 0"),
             {"table": "firewall_security_posture"},
         ).scalar_one()
         rest = list(stream)
     assert open_cursors == 1
-    assert len(rest) == 4
+    assert [len(batch.ids) for batch in [first, *rest]] == [2, 2, 1]
+    assert [d for batch in [first, *rest] for d in batch.ids] == sorted(devices)
+
+
+def test_a_batch_size_below_one_is_refused(db: Engine) -> None:
+    with db.connect() as conn, pytest.raises(ValueError, match="batch_size"):
+        next(device_batches(conn, DAY, batch_size=0))
 
 
 def test_redis_values_come_in_device_order_with_none_for_absent_keys(
@@ -89,7 +104,7 @@ def test_redis_values_come_in_device_order_with_none_for_absent_keys(
     put_live(redis_client, keys, with_live, "2025-01-09T10:00:00Z", {"ipsBlocks": 3})
 
     snapshots, live = read_redis_values(
-        redis_client, keys, [with_snapshot, with_live, with_nothing], DAY
+        redis_client, keys, [str(with_snapshot), str(with_live), str(with_nothing)], DAY
     )
 
     assert snapshots == [b'{"ipsBlocks": 1}', None, None]
@@ -106,7 +121,10 @@ def test_live_key_is_not_read_for_a_device_whose_snapshot_exists(
     device = uuid4()
     put_snapshot(redis_client, keys, device, DAY, {"ipsBlocks": 1})
     put_live(redis_client, keys, device, "2025-01-09T10:00:00Z", {"ipsBlocks": 3})
-    assert read_redis_values(redis_client, keys, [device], DAY) == ([b'{"ipsBlocks": 1}'], [None])
+    assert read_redis_values(redis_client, keys, [str(device)], DAY) == (
+        [b'{"ipsBlocks": 1}'],
+        [None],
+    )
 
 
 def test_redis_keys_live_under_the_configured_prefix(
@@ -116,7 +134,7 @@ def test_redis_keys_live_under_the_configured_prefix(
     device = uuid4()
     redis_client.set(f"firewall:polling:{device}:daily:{DAY.isoformat()}", b"{}", ex=60)
     try:
-        snapshots, _ = read_redis_values(redis_client, keys, [device], DAY)
+        snapshots, _ = read_redis_values(redis_client, keys, [str(device)], DAY)
     finally:
         redis_client.delete(f"firewall:polling:{device}:daily:{DAY.isoformat()}")
     assert settings.redis_key_prefix

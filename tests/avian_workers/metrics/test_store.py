@@ -1,17 +1,23 @@
-"""Writing rollups: one set-based upsert, merge rules, idempotence, retention in batches."""
+"""Writing rollups: staged rows, one set-based upsert, merge rules, idempotence, retention."""
 
 from datetime import date, timedelta
 from uuid import UUID
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, text
 
 from avian_workers.db.models import FirewallMetricsRollup
 from avian_workers.metrics.rollup import RollupRow
-from avian_workers.metrics.store import WriteCounts, delete_rollups_before, upsert_rollups
+from avian_workers.metrics.store import (
+    RollupWriter,
+    WriteCounts,
+    delete_rollups_before,
+    upsert_rollups,
+)
 from tests.avian_workers.metrics.platform_data import add_devices, metrics_of, stored_rollups
 
 DAY = date(2025, 1, 9)
+STAGE_TABLE = "pg_temp.firewall_metrics_rollup_stage"
 
 
 def full_row(device_id: UUID, day: date = DAY, **overrides: int | None) -> RollupRow:
@@ -31,7 +37,7 @@ def full_row(device_id: UUID, day: date = DAY, **overrides: int | None) -> Rollu
 
 def write(engine: Engine, rows: list[RollupRow], *, replace_rows: bool = False) -> WriteCounts:
     with engine.begin() as conn:
-        return upsert_rollups(conn, rows[0].day if rows else DAY, rows, replace=replace_rows)
+        return upsert_rollups(conn, rows, replace=replace_rows)
 
 
 def test_new_rows_are_inserted_with_unknown_metrics_as_null(db: Engine) -> None:
@@ -109,20 +115,56 @@ def test_replace_overwrites_the_stored_row_with_the_computed_one(db: Engine) -> 
     assert stored["blocked_connections"] is None
 
 
-def test_rows_of_another_day_are_refused(db: Engine) -> None:
+def test_each_row_is_written_under_its_own_day(db: Engine) -> None:
     (device,) = add_devices(db)
-    with db.begin() as conn, pytest.raises(ValueError, match="every row must be of"):
-        upsert_rollups(conn, DAY, [full_row(device, day=DAY + timedelta(days=1))])
+    next_day = DAY + timedelta(days=1)
+    counts = write(db, [full_row(device), full_row(device, day=next_day, ips_blocked=7)])
+    assert counts == WriteCounts(inserted=2, updated=0)
+    assert metrics_of(stored_rollups(db), device, next_day)["ips_blocked"] == 7
+    assert metrics_of(stored_rollups(db), device, DAY)["ips_blocked"] == 100
 
 
-def test_a_device_twice_in_one_write_is_refused(db: Engine) -> None:
+def test_a_device_twice_on_one_day_is_refused_and_nothing_is_written(db: Engine) -> None:
+    first, second = add_devices(db, 2)
+    with db.connect() as conn, conn.begin():
+        writer = RollupWriter(conn)
+        writer.add([full_row(first), full_row(second)])
+        writer.add([full_row(first, ips_blocked=1)])
+        with pytest.raises(ValueError, match="appears twice"):
+            writer.merge()
+    assert stored_rollups(db) == []
+
+
+def test_rows_staged_in_chunks_are_written_by_one_merge(db: Engine) -> None:
+    devices = add_devices(db, 5)
+    with db.begin() as conn:
+        writer = RollupWriter(conn)
+        writer.add([full_row(d) for d in devices[:2]])
+        writer.add([])
+        writer.add([full_row(d) for d in devices[2:]])
+        before_merge = conn.execute(text("SELECT count(*) FROM firewall_metrics_rollup"))
+        assert before_merge.scalar_one() == 0
+        assert writer.merge() == WriteCounts(inserted=5, updated=0)
+        assert writer.merge() == WriteCounts()  # the stage was emptied
+        writer.add([full_row(devices[0], ips_blocked=10_000)])  # a writer can be used again
+        assert writer.merge() == WriteCounts(inserted=0, updated=1)
+    assert len(stored_rollups(db)) == 5
+
+
+def test_the_stage_does_not_outlive_its_merge(db: Engine) -> None:
     (device,) = add_devices(db)
-    with db.begin() as conn, pytest.raises(ValueError, match="appears twice"):
-        upsert_rollups(conn, DAY, [full_row(device), full_row(device)])
+    with db.begin() as conn:
+        write_counts = upsert_rollups(conn, [full_row(device)])
+        stage = conn.execute(text(f"SELECT to_regclass('{STAGE_TABLE}')")).scalar_one()
+        assert stage is None
+    assert write_counts == WriteCounts(inserted=1, updated=0)
 
 
-def test_nothing_to_write_is_no_statement(db: Engine) -> None:
-    assert write(db, []) == WriteCounts()
+def test_nothing_to_write_stages_nothing(db: Engine) -> None:
+    with db.begin() as conn:
+        assert upsert_rollups(conn, []) == WriteCounts()
+        stage = conn.execute(text(f"SELECT to_regclass('{STAGE_TABLE}')")).scalar_one()
+    assert stage is None
 
 
 def test_retention_deletes_older_rows_in_batches_and_keeps_the_rest(db: Engine) -> None:
