@@ -31,6 +31,7 @@ from avian_workers.metrics.rollup import (
     rollup_device_day,
     series_total,
 )
+from avian_workers.metrics.rollup import _any_day as general_path_of_rollup
 
 DAY = date(2025, 1, 9)
 DEVICE = UUID("6f1c2d9e-3b7a-4c55-9e0d-1a2b3c4d5e6f")
@@ -536,6 +537,39 @@ def test_complete_posture_rows_in_any_order_follow_the_counter_drop_rule(
     hours: list[int], values: list[dict[str, int | None]], final: dict[str, int]
 ) -> None:
     assert_follows_the_rule(list(zip(hours, values, strict=False)), final)
+
+
+counter_value = st.one_of(
+    st.integers(min_value=0, max_value=20),
+    st.integers(min_value=INT_MAX // 4 - 5, max_value=INT_MAX // 4 + 5),  # four sum past INT_MAX
+    st.integers(min_value=INT_MAX - 3, max_value=INT_MAX),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=23),
+            st.fixed_dictionaries(
+                dict.fromkeys(SECURITY_COUNTERS, st.one_of(st.none(), counter_value))
+            ),
+        ),
+        max_size=5,
+    ),
+    st.fixed_dictionaries(
+        {
+            field: st.one_of(counter_value, st.integers(min_value=INT_MAX, max_value=2**64))
+            for field in [*SECURITY_FIELDS, "blockedConnections", "bandwidthTotalMb"]
+        }
+    ),
+)
+def test_the_usual_day_shortcut_gives_what_the_general_path_gives(
+    rows: list[tuple[int, dict[str, int | None]]], final: dict[str, int]
+) -> None:
+    samples = posture(*((at(hour), values) for hour, values in rows))
+    raw = snapshot(**final)
+    general = general_path_of_rollup(DEVICE, DAY, posture=samples, snapshot=raw, live=None)
+    assert rollup(samples, raw) == general
 
 
 def test_day_without_any_data_is_missing() -> None:
