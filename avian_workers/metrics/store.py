@@ -19,9 +19,11 @@ one jsonb parameter, which in turn had beaten psycopg's adaptation of Python lis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from itertools import count
 from typing import Any
 
 import psycopg
@@ -32,7 +34,6 @@ from avian_workers.metrics.rollup import METRIC_NAMES, RollupRow
 
 _GAUGES = frozenset({"active_sessions_count"})
 _COLUMN_TYPES = {"bandwidth_total_mb": "bigint"}
-_STAGE = "pg_temp.firewall_metrics_rollup_stage"
 _STAGE_COLUMNS = {
     "device_id": "uuid",
     "date": "date",
@@ -40,15 +41,8 @@ _STAGE_COLUMNS = {
 }
 """The stage's columns are RollupRow's fields in order, so a row is copied as it is."""
 _STAGE_TYPES = [{"integer": "int4", "bigint": "int8"}.get(t, t) for t in _STAGE_COLUMNS.values()]
-
-# Dropped with the transaction at the latest; merge() drops it as soon as its rows are written.
-_CREATE_STAGE = (
-    f"CREATE TEMPORARY TABLE {_STAGE.removeprefix('pg_temp.')} ("
-    + ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS.items())
-    + ") ON COMMIT DROP"
-)
-_COPY_STAGE = f"COPY {_STAGE} ({', '.join(_STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_DROP_STAGE = f"DROP TABLE {_STAGE}"
+_STAGE_NAME = "firewall_metrics_rollup_stage"
+_stage_numbers = count(1)  # each writer stages in a table of its own
 
 
 def _merged(name: str, *, replace: bool) -> str:
@@ -59,17 +53,17 @@ def _merged(name: str, *, replace: bool) -> str:
     return f"GREATEST(r.{name}, excluded.{name})"  # GREATEST ignores a NULL on either side
 
 
-def _merge_sql(*, replace: bool) -> str:
+def _merge_sql(stage: str, *, replace: bool) -> str:
     columns = ", ".join(METRIC_NAMES)
     merged = [_merged(name, replace=replace) for name in METRIC_NAMES]
     sets = ", ".join(f"{name} = {expr}" for name, expr in zip(METRIC_NAMES, merged, strict=True))
     stored = ", ".join(f"r.{name}" for name in METRIC_NAMES)
-    # Built once at import from the constant column names above: no outside text reaches it.
+    # Built from the constant column names above and a stage name of ours: no outside text.
     # `xmax = 0` holds only for a row version this statement inserted (an update sets xmax).
     return f"""
 WITH written AS (
     INSERT INTO firewall_metrics_rollup AS r (device_id, date, {columns})
-    SELECT device_id, date, {columns} FROM {_STAGE}
+    SELECT device_id, date, {columns} FROM {stage}
     ON CONFLICT (device_id, date) DO UPDATE SET {sets}
     WHERE ({stored}) IS DISTINCT FROM ({", ".join(merged)})
     RETURNING (r.xmax = 0) AS inserted
@@ -78,8 +72,33 @@ SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FR
 """  # noqa: S608
 
 
-_MERGE_SQL = _merge_sql(replace=False)
-_REPLACE_SQL = _merge_sql(replace=True)
+@dataclass(frozen=True, slots=True)
+class _StageStatements:
+    create: str
+    copy: str
+    duplicate: str
+    merge: str
+    drop: str
+
+    @classmethod
+    def for_stage(cls, name: str, *, replace: bool) -> _StageStatements:
+        stage = f"pg_temp.{name}"  # never a permanent table of the same name
+        columns = ", ".join(_STAGE_COLUMNS)
+        return cls(
+            # Dropped with the transaction at the latest; merge() drops it once its rows are in.
+            create=(
+                f"CREATE TEMPORARY TABLE {name} ("
+                + ", ".join(f"{column} {kind}" for column, kind in _STAGE_COLUMNS.items())
+                + ") ON COMMIT DROP"
+            ),
+            copy=f"COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)",
+            duplicate=(
+                f"SELECT device_id, date FROM {stage} GROUP BY device_id, date"  # noqa: S608
+                " HAVING count(*) > 1 LIMIT 1"
+            ),
+            merge=_merge_sql(stage, replace=replace),
+            drop=f"DROP TABLE {stage}",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,40 +122,61 @@ def _driver(conn: Connection) -> psycopg.Connection[tuple[Any, ...]]:
 class RollupWriter:
     """Rollup rows staged in `conn`'s transaction by add(), written to the table by merge().
 
-    Each row is written under its own device and day; one device twice on one day among the
-    staged rows is refused (ValueError) and the transaction cannot go on. See the module
-    docstring for how a row meets a stored one. One writer per transaction at a time.
+    Each row is written under its own device and day. One device twice on one day among the
+    staged rows is refused (ValueError) and nothing is written. See the module docstring for
+    how a row meets a stored one. A writer lives in one transaction: its stage goes with it,
+    so staging or merging after that transaction ended is an error, never a silent loss.
     """
 
     def __init__(self, conn: Connection, *, replace: bool = False) -> None:
         self._driver = _driver(conn)
-        self._merge_sql = _REPLACE_SQL if replace else _MERGE_SQL
+        self._sql = _StageStatements.for_stage(
+            f"{_STAGE_NAME}_{next(_stage_numbers)}", replace=replace
+        )
         self._staging = False
 
     def add(self, rows: Sequence[RollupRow]) -> None:
         """Stage rows (one COPY); nothing reaches the table before merge()."""
         if not rows:
             return
-        if not self._staging:
-            self._driver.execute(_CREATE_STAGE)
-            self._staging = True
-        with self._driver.cursor().copy(_COPY_STAGE) as copy:
-            copy.set_types(_STAGE_TYPES)
-            for row in rows:
-                copy.write_row(row)
+        with self._stage_of_this_transaction():
+            if not self._staging:
+                self._driver.execute(self._sql.create)
+                self._staging = True
+            with self._driver.cursor().copy(self._sql.copy) as copy:
+                copy.set_types(_STAGE_TYPES)
+                for row in rows:
+                    copy.write_row(row)
 
     def merge(self) -> WriteCounts:
         """Upsert every staged row in one statement, then empty the stage."""
         if not self._staging:
             return WriteCounts()
-        try:
-            counts = self._driver.execute(self._merge_sql).fetchone()
-        except pg_errors.CardinalityViolation:
-            raise ValueError("a device appears twice on one day among the rows written") from None
-        self._driver.execute(_DROP_STAGE)
+        with self._stage_of_this_transaction():
+            # ON CONFLICT refuses a key twice only when the second meets a row the statement
+            # itself wrote; a second row meeting an unchanged stored one would just apply.
+            twice = self._driver.execute(self._sql.duplicate).fetchone()
+            if twice is not None:
+                raise ValueError(
+                    f"device {twice[0]} appears twice on {twice[1]} among the rows written"
+                )
+            counts = self._driver.execute(self._sql.merge).fetchone()
+            self._driver.execute(self._sql.drop)
         self._staging = False
         assert counts is not None  # an aggregate without GROUP BY returns one row
         return WriteCounts(inserted=counts[0], updated=counts[1])
+
+    @contextmanager
+    def _stage_of_this_transaction(self) -> Iterator[None]:
+        try:
+            yield
+        except pg_errors.UndefinedTable as exc:
+            if self._staging:
+                raise RuntimeError(
+                    "the rollup writer's transaction ended before merge(): its staged rows"
+                    " went with it"
+                ) from exc
+            raise
 
 
 def upsert_rollups(

@@ -17,7 +17,10 @@ from avian_workers.metrics.store import (
 from tests.avian_workers.metrics.platform_data import add_devices, metrics_of, stored_rollups
 
 DAY = date(2025, 1, 9)
-STAGE_TABLE = "pg_temp.firewall_metrics_rollup_stage"
+STAGES_OF_THIS_SESSION = text(
+    "SELECT count(*) FROM pg_class"
+    " WHERE relnamespace = pg_my_temp_schema() AND relname LIKE 'firewall_metrics_rollup_stage%'"
+)
 
 
 def full_row(device_id: UUID, day: date = DAY, **overrides: int | None) -> RollupRow:
@@ -135,6 +138,43 @@ def test_a_device_twice_on_one_day_is_refused_and_nothing_is_written(db: Engine)
     assert stored_rollups(db) == []
 
 
+def test_a_device_twice_is_refused_even_where_the_stored_row_would_not_change(
+    db: Engine,
+) -> None:
+    (device,) = add_devices(db)
+    write(db, [full_row(device)])
+    with db.connect() as conn, conn.begin():
+        writer = RollupWriter(conn, replace=True)
+        writer.add([full_row(device), full_row(device, ips_blocked=0)])
+        with pytest.raises(ValueError, match=f"device {device} appears twice on {DAY}"):
+            writer.merge()
+    assert metrics_of(stored_rollups(db), device, DAY)["ips_blocked"] == 100
+
+
+def test_two_writers_in_one_transaction_keep_their_rows_apart(db: Engine) -> None:
+    first, second = add_devices(db, 2)
+    with db.begin() as conn:
+        merging, replacing = RollupWriter(conn), RollupWriter(conn, replace=True)
+        merging.add([full_row(first)])
+        replacing.add([full_row(second)])
+        assert merging.merge() == WriteCounts(inserted=1, updated=0)
+        assert replacing.merge() == WriteCounts(inserted=1, updated=0)
+    assert len(stored_rollups(db)) == 2
+
+
+def test_a_writer_used_after_its_transaction_ended_fails_rather_than_lose_rows(
+    db: Engine,
+) -> None:
+    first, second = add_devices(db, 2)
+    with db.connect() as conn:
+        with conn.begin():
+            writer = RollupWriter(conn)
+            writer.add([full_row(first)])
+        with conn.begin(), pytest.raises(RuntimeError, match="transaction ended before merge"):
+            writer.add([full_row(second)])
+    assert stored_rollups(db) == []
+
+
 def test_rows_staged_in_chunks_are_written_by_one_merge(db: Engine) -> None:
     devices = add_devices(db, 5)
     with db.begin() as conn:
@@ -155,16 +195,14 @@ def test_the_stage_does_not_outlive_its_merge(db: Engine) -> None:
     (device,) = add_devices(db)
     with db.begin() as conn:
         write_counts = upsert_rollups(conn, [full_row(device)])
-        stage = conn.execute(text(f"SELECT to_regclass('{STAGE_TABLE}')")).scalar_one()
-        assert stage is None
+        assert conn.execute(STAGES_OF_THIS_SESSION).scalar_one() == 0
     assert write_counts == WriteCounts(inserted=1, updated=0)
 
 
 def test_nothing_to_write_stages_nothing(db: Engine) -> None:
     with db.begin() as conn:
         assert upsert_rollups(conn, []) == WriteCounts()
-        stage = conn.execute(text(f"SELECT to_regclass('{STAGE_TABLE}')")).scalar_one()
-    assert stage is None
+        assert conn.execute(STAGES_OF_THIS_SESSION).scalar_one() == 0
 
 
 def test_retention_deletes_older_rows_in_batches_and_keeps_the_rest(db: Engine) -> None:
