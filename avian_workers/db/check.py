@@ -1,10 +1,11 @@
-"""`db check`: does a live database have every table, column and type the workers need?"""
+"""`db check`: does a live database have every table, column and type the workers need, and may
+the workers' role do what they do there?"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.dialects import postgresql
 
 from avian_workers.db.models import Base
@@ -57,4 +58,23 @@ def find_schema_problems(engine: Engine) -> list[SchemaProblem]:
                 problems.append(
                     SchemaProblem(table.fullname, column.name, "is nullable, expected NOT NULL")
                 )
-    return problems
+    return problems + _privilege_problems(engine)
+
+
+def _privilege_problems(engine: Engine) -> list[SchemaProblem]:
+    with engine.connect() as conn:
+        database, may_stage = conn.execute(
+            text(
+                "SELECT current_database(), has_database_privilege(current_database(), 'TEMPORARY')"
+            )
+        ).one()
+    if may_stage:
+        return []
+    return [
+        SchemaProblem(
+            f"database {database}",
+            None,
+            "the workers' role may not create temporary tables (GRANT TEMPORARY ON DATABASE):"
+            " metrics-aggregation stages each day's rollup rows in one",
+        )
+    ]

@@ -198,3 +198,29 @@ def test_existing_platform_database_keeps_its_tables_untouched(scratch_db: str) 
     assert rows == ["Acme"]
     assert inspect(eng).has_table("mail_ledger", schema=WORKERS_SCHEMA)
     eng.dispose()
+
+
+def test_check_names_a_role_that_may_not_create_temporary_tables(scratch_db: str) -> None:
+    assert _cli(scratch_db, "upgrade").returncode == 0
+    role = f"avian_no_temp_{secrets.token_hex(4)}"
+    database = scratch_db.rsplit("/", 1)[1]
+    with psycopg.connect(scratch_db, autocommit=True) as admin:
+        admin.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        as_role = _sqlalchemy(scratch_db.replace("://postgres@", f"://{role}@"))
+        problems = [str(p) for p in find_schema_problems(as_role)]
+        as_role.dispose()
+        result = _cli(scratch_db.replace("://postgres@", f"://{role}@"), "check")
+    finally:
+        with psycopg.connect(scratch_db, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+            )
+            admin.execute(f'DROP ROLE "{role}"')
+    assert problems == [
+        f"database {database}: the workers' role may not create temporary tables"
+        " (GRANT TEMPORARY ON DATABASE): metrics-aggregation stages each day's rollup rows in one"
+    ]
+    assert result.returncode == 1
+    assert "may not create temporary tables" in result.stdout
