@@ -11,7 +11,8 @@ daily snapshots and live keys by pipelined SETs), then times:
 2. the flow's per-day work (`aggregate_day`, as many days at once as the flow runs) without
    Prefect, then the real flow, `metrics_aggregation(start_date, end_date)`, over the D days
    (empty table), and once more (everything already stored: the idempotent rerun). The flow
-   includes Prefect's task and log traffic to a local Prefect server sharing the machine;
+   includes Prefect's task and log traffic to a local Prefect server sharing the machine, so
+   the flow is also timed for a single firewall over the same days: that orchestration alone;
 3. a device-by-device loop like the old worker (per device-day: two Redis GETs, a posture query,
    one single-row upsert in its own transaction), on a sample of devices, extrapolated linearly
    to N devices;
@@ -270,11 +271,13 @@ def core_seconds(target: Target, days: list[date]) -> Timing:
     return Timing(wall=elapsed, cpu=process_cpu + backend_cpu)
 
 
-def flow_seconds(target: Target, days: list[date]) -> tuple[float, int]:
+def flow_seconds(
+    target: Target, days: list[date], device_ids: list[uuid.UUID] | None = None
+) -> tuple[float, int]:
     from flows.metrics_aggregation import metrics_aggregation
 
     started = time.perf_counter()
-    summary = metrics_aggregation(start_date=days[0], end_date=days[-1])
+    summary = metrics_aggregation(start_date=days[0], end_date=days[-1], device_ids=device_ids)
     return time.perf_counter() - started, summary.rows_written
 
 
@@ -419,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
                 assert written == rows == count_rollups(target), (written, rows)
                 rerun, rewritten = flow_seconds(target, days)
                 assert rewritten == 0
+                # The same flow for one firewall: the run's setup, Prefect's task runs and
+                # artifacts, and the local Prefect server (on the same cores) on their own.
+                orchestration, _ = flow_seconds(target, days, target.devices[:1])
                 sample = min(args.loop_sample, args.devices)
                 loop = loop_seconds(target, client, sample) * args.devices / sample
                 memory_days = days[-args.memory_days :]
@@ -447,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
             (
                 "backfill flow rerun (no change), wall",
                 f"{rerun:.2f} s  ({rerun / bare.wall:.2f}x bare)",
+            ),
+            (
+                "the flow for 1 firewall over the same days (orchestration alone), wall",
+                f"{orchestration:.2f} s",
             ),
             (
                 f"device loop (timed on {sample} devices, x{args.devices / sample:g})",

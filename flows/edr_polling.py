@@ -22,7 +22,6 @@ artifact with one row per tenant.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -453,11 +452,10 @@ def _report_of(tenant: TenantRow, future: PrefectFuture[TenantReport]) -> Tenant
 @flow(name="edr-polling", validate_parameters=True, persist_result=False, **RUN_METRICS_HOOKS)
 def edr_polling(tenant_ids: list[UUID] | None = None) -> PollingSummary:
     """Poll the active tenants (or exactly `tenant_ids`) into the platform's EDR tables."""
+    # start_run also freezes what is alive at the process's first run out of the collector's
+    # passes, which every page's burst of records triggers: they re-scanned it each time, about
+    # a fifth of the flow's CPU per tenant (bench/README.md).
     run = start_run(WorkerType.EDR_POLLING)
-    # What exists now (modules, Prefect's and SQLAlchemy's state) lives as long as the process.
-    # Frozen, it leaves the collector's passes, which every page's burst of records triggers:
-    # they re-scanned it each time, about a fifth of the flow's CPU per tenant (bench/README.md).
-    gc.freeze()
     settings, log = run.settings, run.log
     concurrency = settings.edr_tenant_concurrency
     engine = make_engine(settings, pool_size=concurrency + 2)

@@ -95,7 +95,9 @@ _required_values = cast(
 _KnownPosture = tuple[
     Sequence[datetime], Sequence[int], Sequence[int], Sequence[int], Sequence[int], Sequence[int]
 ]
-_GAP = 2**65  # above any integer orjson reads (larger ones become floats)
+# Above any value the fast path meets: posture columns are int4, and orjson reads integers
+# beyond 64 bits as floats, which the fast path leaves to the general one.
+_GAP = 2**65
 _GAPS = len(SECURITY_COUNTERS) - 1
 _ONLY_INT = {int}
 _DAY = timedelta(days=1)
