@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from uuid import UUID
 
 import redis
@@ -226,18 +226,17 @@ def aggregate_day(
                 outcome = rollup_device_day(
                     device_id, day, posture=posture, snapshot=snapshot, live=live_value
                 )
-                if type(outcome) is RollupRow:
+                if isinstance(outcome, RollupRow):
                     rows.append(outcome)
                 elif isinstance(outcome, Missing):
                     tally.add_missing(outcome)
                 else:
-                    rejection = cast("Rejection", outcome)
-                    tally.add_rejection(rejection)
+                    tally.add_rejection(outcome)
                     log.warning(
                         "Device-day rejected: malformed source data",
                         deviceId=str(device_id),
-                        reason=rejection.reason.value,
-                        detail=rejection.detail,
+                        reason=outcome.reason.value,
+                        detail=outcome.detail,
                     )
             writer.add(rows)
             tally.aggregated += len(rows)

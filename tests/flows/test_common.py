@@ -100,6 +100,7 @@ def test_objects_alive_at_the_first_run_are_left_out_of_garbage_collections_once
         gc.collect()
         assert frozen > 0
         freeze_startup_objects()  # a later run of the same process freezes nothing more
-        assert gc.get_freeze_count() == frozen
+        # (frozen objects still go when nothing refers to them, so the count may only fall)
+        assert gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()  # the rest of the test session is collected as usual
