@@ -64,14 +64,19 @@ def parse_tenant_secret(name: str, secret_string: str | None) -> TenantCredentia
         raise TenantSecretError(f"secret {name!r} is not valid JSON") from None
     if not isinstance(payload, dict):
         raise TenantSecretError(f"secret {name!r} must be a JSON object")
-    missing = [f for f in _REQUIRED_FIELDS if not isinstance(payload.get(f), str) or not payload[f]]
+    not_text = [f for f in _REQUIRED_FIELDS if f in payload and not isinstance(payload[f], str)]
+    if not_text:
+        raise TenantSecretError(f"secret {name!r}: field(s) not a string: {', '.join(not_text)}")
+    # A value pasted with a trailing newline would otherwise fail later as a wrong secret.
+    values = {f: payload[f].strip() for f in _REQUIRED_FIELDS if f in payload}
+    missing = [f for f in _REQUIRED_FIELDS if not values.get(f)]
     if missing:
         raise TenantSecretError(f"secret {name!r} lacks field(s): {', '.join(missing)}")
-    register_secret(payload["clientSecret"])
+    register_secret(values["clientSecret"])
     return TenantCredentials(
-        client_id=payload["clientId"],
-        client_secret=SecretStr(payload["clientSecret"]),
-        azure_tenant_id=payload["tenantId"],
+        client_id=values["clientId"],
+        client_secret=SecretStr(values["clientSecret"]),
+        azure_tenant_id=values["tenantId"],
     )
 
 

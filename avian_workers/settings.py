@@ -8,9 +8,12 @@ without echoing the value (a URL may carry a password).
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from functools import cached_property
+from string import Formatter
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,6 +36,28 @@ ImapTlsMode = Literal["implicit", "starttls", "plain"]
 ImapAuth = Literal["password", "xoauth2"]
 
 
+def check_secret_name_template(template: str) -> str:
+    """`template` when its one placeholder is a plain `{tenant_id}`, else ValueError.
+
+    A template that names no tenant (`{{tenant_id}}` is a literal) would give every tenant one
+    secret, so one tenant's Microsoft data would be written under all of them.
+    """
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as exc:
+        raise ValueError(f"is not a valid template ({exc})") from None
+    if fields != [("tenant_id", "", None)]:
+        raise ValueError("must contain the placeholder {tenant_id} once, and no other placeholder")
+    return template
+
+
+_AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+
+
 class ConfigError(Exception):
     """Configuration is missing or invalid; the message names every offending variable."""
 
@@ -46,6 +71,7 @@ class Settings(BaseSettings):
         case_sensitive=False,
         extra="ignore",
         populate_by_name=True,
+        env_ignore_empty=True,  # AWS_REGION= is unset (the default applies), not a region ""
     )
 
     # Process
@@ -181,12 +207,18 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("aws_region")
+    @classmethod
+    def _region_name(cls, value: str) -> str:
+        region = value.strip()
+        if not _AWS_REGION.fullmatch(region):
+            raise ValueError("must be an AWS region name such as ca-central-1")
+        return region
+
     @field_validator("tenant_secret_name_template")
     @classmethod
     def _template_names_tenant(cls, value: str) -> str:
-        if "{tenant_id}" not in value:
-            raise ValueError("must contain the placeholder {tenant_id}")
-        return value
+        return check_secret_name_template(value)
 
     @cached_property
     def sqlalchemy_url(self) -> URL:
@@ -198,7 +230,7 @@ class Settings(BaseSettings):
 
     def require(self, *variables: str) -> None:
         """Raise ConfigError naming every listed variable that is unset."""
-        missing = [name for name in variables if getattr(self, name.lower()) in (None, "")]
+        missing = [name for name in variables if not _is_set(getattr(self, name.lower()))]
         if missing:
             raise ConfigError("; ".join(f"{name}: not set" for name in missing))
 
@@ -217,6 +249,12 @@ class Settings(BaseSettings):
                 ]
             )
         self.require(*needed)
+
+
+def _is_set(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is not None and value != ""
 
 
 def _describe(error: ValidationError) -> str:
@@ -249,6 +287,14 @@ def register_configured_secrets(settings: Settings) -> None:
             continue
         value = secret.get_secret_value()
         register_secret(value)
-        if "://" in value and "@" in value:  # the password inside a URL is a secret of its own
-            userinfo = value.split("://", 1)[1].split("@", 1)[0]
-            register_secret(userinfo.partition(":")[2] or None)
+        if "://" in value:  # the password inside a URL is a secret of its own, as written and
+            password = _url_password(value)  # decoded (a driver's message may show either)
+            register_secret(password)
+            register_secret(unquote(password) if password else None)
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password  # the user info ends at the last "@", as in libpq
+    except ValueError:  # e.g. an unclosed IPv6 bracket: the URL is refused where it is used
+        return None

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.settings import get_current_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
@@ -29,7 +30,7 @@ from avian_workers.secrets_manager import (
     fetch_tenant_credentials,
     secrets_client,
 )
-from avian_workers.settings import ConfigError, Settings
+from avian_workers.settings import ConfigError, Settings, WorkerType
 from blocks._aws import BlockSecretError, read_secret_text
 from blocks._documents import load_optional
 from blocks.mailbox import AvianMailbox
@@ -51,15 +52,32 @@ def prefect_api_configured() -> bool:
     return get_current_settings().api.url is not None
 
 
-def settings_with_blocks(settings: Settings, names: BlockNames = DEFAULT_BLOCK_NAMES) -> Settings:
+def settings_with_blocks(
+    settings: Settings,
+    worker: WorkerType | None = None,
+    names: BlockNames = DEFAULT_BLOCK_NAMES,
+) -> Settings:
     """`settings` with DATABASE_URL, REDIS_URL and IMAP_* taken from the blocks that exist.
 
-    Every value read is registered for log masking. A block whose secret is missing, or whose
-    value is invalid, raises ConfigError naming the variable and the block, never the value.
+    Only the blocks `worker` uses are read (the mailbox only for email-alerts), so a broken
+    mailbox secret does not stop the other workers; without `worker`, all of them. Every value
+    read is registered for log masking. A block whose secret is missing, a block document that
+    no longer validates and a Prefect API that does not answer raise ConfigError naming the
+    variable or the block, never a value.
     """
     if not prefect_api_configured():
         return settings
-    found = run_coro_as_sync(_load_settings_blocks(names))
+    with_mailbox = worker is None or worker is WorkerType.EMAIL_ALERTS
+    try:
+        found = run_coro_as_sync(_load_settings_blocks(names, with_mailbox=with_mailbox))
+    except httpx.HTTPError as exc:
+        raise ConfigError(
+            f"PREFECT_API_URL: the Prefect API did not answer reading blocks ({exc!s:.200})"
+        ) from None
+    except RuntimeError as exc:  # Block.aload: a stored document that fails validation
+        if not isinstance(exc.__cause__, ValidationError):
+            raise
+        raise ConfigError(f"{exc!s:.300}") from None
     assert found is not None
     updates: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -111,12 +129,14 @@ def tenant_credentials_provider(
     return credentials_for
 
 
-async def _load_settings_blocks(names: BlockNames) -> _FoundBlocks:
+async def _load_settings_blocks(names: BlockNames, *, with_mailbox: bool) -> _FoundBlocks:
     async with get_client() as client:
         return _FoundBlocks(
             database_url=await load_optional(AwsSecret, names.database_url, client),
             redis_url=await load_optional(AwsSecret, names.redis_url, client),
-            mailbox=await load_optional(AvianMailbox, names.mailbox, client),
+            mailbox=(
+                await load_optional(AvianMailbox, names.mailbox, client) if with_mailbox else None
+            ),
         )
 
 

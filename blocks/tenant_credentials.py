@@ -10,6 +10,7 @@ from prefect_aws import AwsCredentials
 from pydantic import Field, field_validator
 
 from avian_workers.secrets_manager import TenantCredentials, fetch_tenant_credentials
+from avian_workers.settings import check_secret_name_template
 
 
 class AvianTenantCredentials(Block):
@@ -38,9 +39,7 @@ class AvianTenantCredentials(Block):
     @field_validator("secret_name_template")
     @classmethod
     def _template_names_tenant(cls, value: str) -> str:
-        if "{tenant_id}" not in value:
-            raise ValueError("must contain the placeholder {tenant_id}")
-        return value
+        return check_secret_name_template(value)
 
     def credentials_for(self, tenant_id: UUID | str) -> TenantCredentials:
         """Read and validate one tenant's secret; TenantSecretError names what is wrong."""

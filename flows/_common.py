@@ -103,7 +103,7 @@ def start_run(worker: WorkerType, *, preflight: bool = True) -> WorkerRun:
     """Load and check settings, set up logging, and check PostgreSQL and Redis answer."""
     freeze_startup_objects()
     # Blocks (when a Prefect API is configured) win over the environment variables they replace.
-    settings = settings_with_blocks(load_settings())
+    settings = settings_with_blocks(load_settings(), worker)
     register_configured_secrets(settings)
     context = FlowRunContext.get()
     configure_logging(

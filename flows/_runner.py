@@ -91,7 +91,7 @@ def _run_worker(
         from blocks.resolve import settings_with_blocks
 
         try:
-            with_blocks = settings_with_blocks(settings)
+            with_blocks = settings_with_blocks(settings, worker)
         except ConfigError as exc:
             log.error(f"Invalid configuration: {exc}", error=str(exc))
             return EXIT_FAILED

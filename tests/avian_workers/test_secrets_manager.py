@@ -46,6 +46,8 @@ def test_missing_secret_is_a_clear_tenant_error(client) -> None:  # type: ignore
     ("payload", "message"),
     [
         ('{"clientId": "a", "tenantId": "t"}', "lacks field"),
+        ('{"clientId": "a", "clientSecret": "  ", "tenantId": "t"}', "lacks field.*clientSecret"),
+        ('{"clientId": 123, "clientSecret": "s", "tenantId": "t"}', "not a string: clientId"),
         ("not json", "not valid JSON"),
         ('["a"]', "JSON object"),
     ],
@@ -55,3 +57,14 @@ def test_malformed_secret_names_the_problem(client, payload: str, message: str) 
     _put(f"edr/tenant/{tenant}", payload)
     with pytest.raises(TenantSecretError, match=message):
         fetch_tenant_credentials(client, TEMPLATE, tenant)
+
+
+def test_secret_values_are_trimmed(client) -> None:  # type: ignore[no-untyped-def]
+    tenant = uuid.uuid4()
+    _put(
+        f"edr/tenant/{tenant}",
+        '{"clientId": " app-id\\n", "clientSecret": "s3cret\\n", "tenantId": "entra-id "}',
+    )
+    credentials = fetch_tenant_credentials(client, TEMPLATE, tenant)
+    assert (credentials.client_id, credentials.azure_tenant_id) == ("app-id", "entra-id")
+    assert credentials.client_secret.get_secret_value() == "s3cret"

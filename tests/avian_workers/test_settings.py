@@ -1,6 +1,13 @@
 import pytest
+from pydantic import SecretStr
 
-from avian_workers.settings import ConfigError, WorkerType, load_settings
+from avian_workers.logs import MASK, redact_text
+from avian_workers.settings import (
+    ConfigError,
+    WorkerType,
+    load_settings,
+    register_configured_secrets,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -80,3 +87,54 @@ def test_secret_name_template_must_name_the_tenant(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TENANT_SECRET_NAME_TEMPLATE", "edr/tenant/static")
     with pytest.raises(ConfigError, match="TENANT_SECRET_NAME_TEMPLATE"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "edr/tenant/{{tenant_id}}",  # a literal: every tenant would read one secret
+        "edr/{env}/tenant/{tenant_id}",
+        "edr/tenant/{0}",
+        "edr/tenant/{tenant_id!r}",
+        "edr/{tenant_id}/{tenant_id}",
+        "edr/tenant/{tenant_id",
+    ],
+)
+def test_secret_name_template_must_have_exactly_one_plain_tenant_placeholder(
+    monkeypatch: pytest.MonkeyPatch, template: str
+) -> None:
+    monkeypatch.setenv("TENANT_SECRET_NAME_TEMPLATE", template)
+    with pytest.raises(ConfigError, match="TENANT_SECRET_NAME_TEMPLATE"):
+        load_settings()
+
+
+def test_an_empty_variable_is_unset_so_its_default_applies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "")
+    assert load_settings().aws_region == "ca-central-1"
+
+
+def test_region_is_trimmed_and_must_look_like_a_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", " us-west-2 ")
+    assert load_settings().aws_region == "us-west-2"
+    monkeypatch.setenv("AWS_REGION", "us west 2")
+    with pytest.raises(ConfigError, match="AWS_REGION: must be an AWS region name"):
+        load_settings()
+
+
+def test_an_empty_password_is_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/db")
+    monkeypatch.setenv("REDIS_URL", "redis://h:6379")
+    monkeypatch.setenv("IMAP_HOST", "imap.example.com")
+    monkeypatch.setenv("IMAP_USER", "alerts@example.com")
+    settings = load_settings().model_copy(update={"imap_password": SecretStr("")})
+    with pytest.raises(ConfigError, match="IMAP_PASSWORD: not set"):
+        settings.require_for(WorkerType.EMAIL_ALERTS)
+
+
+def test_a_url_password_containing_at_signs_is_masked_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://avian:s3cr%40t@pw-at@db.internal:5432/avian")
+    register_configured_secrets(load_settings())
+    assert redact_text("auth failed for s3cr%40t@pw-at") == f"auth failed for {MASK}"
+    assert redact_text("auth failed for s3cr@t@pw-at") == f"auth failed for {MASK}"

@@ -7,6 +7,8 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import BlockDocumentUpdate
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_SERVER_ALLOW_EPHEMERAL_MODE,
@@ -17,7 +19,7 @@ from prefect_aws.secrets_manager import AwsSecret
 from pydantic import SecretStr
 
 from avian_workers.logs import MASK, redact_text
-from avian_workers.settings import ConfigError, load_settings
+from avian_workers.settings import ConfigError, WorkerType, load_settings
 from blocks.mailbox import AvianMailbox
 from blocks.names import BlockNames
 from blocks.resolve import settings_with_blocks, tenant_credentials_provider
@@ -70,7 +72,7 @@ def test_blocks_win_over_the_environment(
         block_names.mailbox,
     )
 
-    settings = settings_with_blocks(load_settings(), block_names)
+    settings = settings_with_blocks(load_settings(), names=block_names)
 
     assert settings.database_url is not None
     assert settings.redis_url is not None
@@ -91,7 +93,7 @@ def test_the_environment_is_used_where_no_block_exists(
         secretsmanager, moto_credentials, block_names, "postgresql://avian@db.internal/avian"
     )
 
-    settings = settings_with_blocks(load_settings(), block_names)
+    settings = settings_with_blocks(load_settings(), names=block_names)
 
     assert settings.database_url is not None
     assert settings.database_url.get_secret_value() == "postgresql://avian@db.internal/avian"
@@ -112,7 +114,7 @@ def test_without_a_prefect_api_no_block_is_looked_up(block_names: BlockNames) ->
     with temporary_settings(
         updates={PREFECT_SERVER_ALLOW_EPHEMERAL_MODE: False}, restore_defaults={PREFECT_API_URL}
     ):
-        settings = settings_with_blocks(env_settings, block_names)
+        settings = settings_with_blocks(env_settings, names=block_names)
 
     assert settings == env_settings
 
@@ -128,7 +130,7 @@ def test_block_secrets_are_masked_in_later_log_lines(
         "postgresql://avian:mask-this-db-password@db.internal:5432/avian",
     )
 
-    settings_with_blocks(load_settings(), block_names)
+    settings_with_blocks(load_settings(), names=block_names)
 
     assert redact_text('auth failed: "mask-this-db-password"') == f'auth failed: "{MASK}"'
     assert redact_text("redis-block-password") == MASK
@@ -144,7 +146,7 @@ def test_a_block_whose_secret_is_missing_names_variable_block_and_secret(
     )
 
     with pytest.raises(ConfigError) as raised:
-        settings_with_blocks(load_settings(), block_names)
+        settings_with_blocks(load_settings(), names=block_names)
 
     assert str(raised.value) == (
         f"DATABASE_URL: block {block_names.database_url!r}: secret 'avian/gone' does not exist"
@@ -163,7 +165,7 @@ def test_an_invalid_url_in_a_block_is_named_without_its_value(
     )
 
     with pytest.raises(ConfigError) as raised:
-        settings_with_blocks(load_settings(), block_names)
+        settings_with_blocks(load_settings(), names=block_names)
 
     message = str(raised.value)
     assert message == (
@@ -211,3 +213,56 @@ def test_tenant_credentials_come_from_the_environment_without_a_block(
     credentials_for = tenant_credentials_provider(load_settings(), block_names)
 
     assert credentials_for(tenant_id).client_id == "from-environment-template"
+
+
+@pytest.mark.usefixtures("environment")
+def test_a_worker_without_mail_never_reads_the_mailbox_block(
+    moto_credentials: AwsCredentials, block_names: BlockNames
+) -> None:
+    saved(
+        AvianMailbox(
+            host="block-imap.example.com",
+            user="alerts@example.com",
+            password_secret=AwsSecret(aws_credentials=moto_credentials, secret_name="avian/gone"),
+        ),
+        block_names.mailbox,
+    )
+
+    metrics = settings_with_blocks(
+        load_settings(), WorkerType.METRICS_AGGREGATION, names=block_names
+    )
+    with pytest.raises(ConfigError, match=r"IMAP: block .*'avian/gone' does not exist"):
+        settings_with_blocks(load_settings(), WorkerType.EMAIL_ALERTS, names=block_names)
+
+    assert metrics.imap_host == "env-imap.example.com"
+
+
+@pytest.mark.usefixtures("environment")
+def test_a_prefect_api_that_does_not_answer_is_a_configuration_error(
+    block_names: BlockNames,
+) -> None:
+    with (
+        temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}),
+        pytest.raises(ConfigError, match="PREFECT_API_URL: the Prefect API did not answer"),
+    ):
+        settings_with_blocks(load_settings(), WorkerType.EDR_POLLING, names=block_names)
+
+
+@pytest.mark.usefixtures("environment")
+def test_a_stored_block_that_no_longer_validates_is_a_configuration_error(
+    moto_credentials: AwsCredentials, block_names: BlockNames
+) -> None:
+    mailbox = saved(
+        AvianMailbox(host="block-imap.example.com", user="u", password=SecretStr("block-pw")),
+        block_names.mailbox,
+    )
+    with get_client(sync_client=True) as client:  # as an edit in the UI could leave it
+        document = client.read_block_document_by_name(block_names.mailbox, "avian-mailbox")
+        client.update_block_document(
+            document.id,
+            BlockDocumentUpdate(data={**document.data, "host": "", "port": "not a port"}),
+        )
+    del mailbox
+
+    with pytest.raises(ConfigError, match=f"Unable to load '{block_names.mailbox}'"):
+        settings_with_blocks(load_settings(), WorkerType.EMAIL_ALERTS, names=block_names)
