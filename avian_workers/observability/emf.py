@@ -20,7 +20,8 @@ single root member, so one document could carry one kind only and a run would ne
 kind. The kinds are few and fixed in code, so the number of custom metrics stays small. Success
 and failure are both always present, so `SampleCount` of either counts runs (the "no execution"
 alarm) and `Sum` counts outcomes. `Environment` is a plain member (searchable in Logs Insights),
-not a dimension: each environment gets its own stack of alarms on `[WorkerType]`.
+not a dimension: each environment gets its own stack of alarms on `[WorkerType]`. The line also
+carries the contract's log-line members (`level`, `message`, `timestamp`, `workerType`, `nodeEnv`).
 """
 
 from __future__ import annotations
@@ -96,6 +97,15 @@ def run_metrics_document(
         units[ITEMS_METRIC_PREFIX + kind] = "Count"
 
     document: dict[str, Any] = {
+        # The contract's log-line members, so the line reads like every other one in Logs
+        # Insights; CloudWatch's metric extraction ignores members the directive does not name.
+        "level": "info" if succeeded else "error",
+        "message": "Run metrics",
+        "timestamp": timestamp.astimezone(UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+        "workerType": worker_type,
+        **({"nodeEnv": environment} if environment is not None else {}),
         "_aws": {
             "Timestamp": (timestamp - _EPOCH) // timedelta(milliseconds=1),
             "CloudWatchMetrics": [

@@ -126,7 +126,22 @@ def test_the_document_is_top_level_json_under_namespace_and_worker_type() -> Non
     assert directive["Dimensions"] == [["WorkerType"]]
     assert document["WorkerType"] == "edr-polling"
     assert document["Environment"] == "staging"
-    assert "message" not in document  # a raw line, not a structlog event
+
+
+def test_the_line_has_the_contracts_log_members_beside_the_metrics() -> None:
+    _, text = emit(environment="staging")
+    (document,) = emitted_documents(text)
+    assert {key: document[key] for key in ("level", "message", "workerType", "nodeEnv")} == {
+        "level": "info",
+        "message": "Run metrics",
+        "workerType": "edr-polling",
+        "nodeEnv": "staging",
+    }
+    assert document["timestamp"] == RUN_END.isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+    failed, _ = emit(succeeded=False)
+    assert failed["level"] == "error"
 
 
 def test_metrics_and_units_of_a_successful_run() -> None:
