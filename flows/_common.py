@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -128,14 +128,39 @@ def publish_summary(
     totals: Mapping[str, Any],
 ) -> None:
     """A table artifact of `rows` and a markdown digest of `totals`, attached to the flow run."""
-    if FlowRunContext.get() is None:
-        return
-    create_table_artifact(
-        key=key, table=[dict(row) for row in rows], description=f"{title}: one row per unit"
-    )
+    publish_table(key=key, rows=rows, description=f"{title}: one row per unit")
     lines = [f"# {title}", "", "| | |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in totals.items()]
-    create_markdown_artifact(key=f"{key}-summary", markdown="\n".join(lines), description=title)
+    _publish(
+        f"{key}-summary",
+        lambda: create_markdown_artifact(
+            key=f"{key}-summary", markdown="\n".join(lines), description=title
+        ),
+    )
+
+
+def publish_table(*, key: str, rows: Sequence[Mapping[str, Any]], description: str) -> None:
+    """A table artifact attached to the flow run (nothing outside one)."""
+    _publish(
+        key,
+        lambda: create_table_artifact(
+            key=key, table=[dict(row) for row in rows], description=description
+        ),
+    )
+
+
+def _publish(key: str, create: Callable[[], object]) -> None:
+    """Create an artifact of the flow run; one the API refuses is logged, never raised.
+
+    A run's artifacts are written after its work is committed: a refused one must not turn a
+    run that did its work into a failed run (its log lines carry the same numbers).
+    """
+    if FlowRunContext.get() is None:
+        return
+    try:
+        create()
+    except Exception as exc:
+        get_logger().warning("Run artifact not published", artifact=key, error=str(exc))
 
 
 @runtime_checkable

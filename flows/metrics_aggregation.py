@@ -25,9 +25,7 @@ from uuid import UUID
 
 import redis
 from prefect import flow, task
-from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from sqlalchemy import Engine
@@ -46,6 +44,7 @@ from flows._common import (
     STORE_ERRORS,
     RetryOn,
     publish_summary,
+    publish_table,
     start_run,
 )
 
@@ -126,10 +125,10 @@ def _publish(summary: AggregationSummary) -> None:
         totals=summary.totals(),
     )
     exclusions = [row for report in summary.days for row in report.exclusion_rows()]
-    if exclusions and FlowRunContext.get() is not None:
-        create_table_artifact(
+    if exclusions:
+        publish_table(
             key="metrics-aggregation-exclusions",
-            table=exclusions,
+            rows=exclusions,
             description="Device-days without a row: missing data or rejected, with the reason",
         )
 

@@ -9,13 +9,15 @@ import psycopg
 import pytest
 import redis
 import sqlalchemy.exc
+from prefect import flow
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import Completed, Failed
 from prefect.tasks import Task
+from structlog.testing import capture_logs
 
 from avian_workers.mail.mailbox import MailboxAuthError, MailboxConnectionError, MailboxTLSError
 from avian_workers.microsoft import TenantAuthError
-from flows._common import RetryOn, freeze_startup_objects
+from flows._common import RetryOn, freeze_startup_objects, publish_summary, publish_table
 from flows.edr_polling import retry_on_store_error
 from flows.email_alerts import retry_on_io_error as retry_mailbox_task
 from flows.metrics_aggregation import retry_on_io_error as retry_metrics_day
@@ -104,3 +106,28 @@ def test_objects_alive_at_the_first_run_are_left_out_of_garbage_collections_once
         assert gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()  # the rest of the test session is collected as usual
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_an_artifact_the_api_refuses_is_logged_and_the_run_still_completes() -> None:
+    @flow
+    def finished_work() -> str:
+        publish_table(key="Not A Valid Key!", rows=[{"day": "2025-01-09"}], description="x")
+        publish_summary(key="also Invalid", title="t", rows=[], totals={"rows": 1})
+        return "done"
+
+    with capture_logs() as logs:
+        state = finished_work(return_state=True)
+
+    assert state.is_completed()
+    assert state.result() == "done"
+    warnings = [(e["event"], e["artifact"]) for e in logs if e["log_level"] == "warning"]
+    assert warnings == [
+        ("Run artifact not published", "Not A Valid Key!"),
+        ("Run artifact not published", "also Invalid"),
+        ("Run artifact not published", "also Invalid-summary"),
+    ]
+
+
+def test_outside_a_flow_run_nothing_is_published() -> None:
+    publish_table(key="Not A Valid Key!", rows=[{"a": 1}], description="x")  # no error either
