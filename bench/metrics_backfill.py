@@ -124,9 +124,11 @@ def fill(target: Target, client: redis.Redis) -> None:
             " gav_daily_blocks, dpi_ssl_daily_blocks, atp_daily_verdicts, botnet_daily_blocks,"
             " app_control_daily_blocks, content_filter_daily_blocks) FROM STDIN"
         ) as copy:
+            # In the order the platform's poller writes them: every firewall's sample of one
+            # hour, then the next hour's. A firewall's samples of a day lie on as many pages.
             for day_no, day in enumerate(target.days):
-                for device_no, device_id in enumerate(target.devices):
-                    for hour_index, hour in enumerate(SAMPLE_HOURS):
+                for hour_index, hour in enumerate(SAMPLE_HOURS):
+                    for device_no, device_id in enumerate(target.devices):
                         c = _counters(device_no, day_no, hour_index)
                         copy.write_row(
                             (
@@ -460,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             (
                 f"device loop (timed on {sample} devices, x{args.devices / sample:g})",
-                f"{loop:.1f} s  (backfill is {loop / backfill:.0f}x faster)",
+                f"{loop:.1f} s  (backfill is {loop / backfill:.1f}x faster)",
             ),
             *(
                 (f"peak Python memory, {n:,} devices x {len(memory_days)} days", f"{mib:.1f} MiB")
