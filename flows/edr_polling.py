@@ -8,9 +8,10 @@ another run is polling is skipped and reported, never waited for.
 Inside a tenant task every dataset is a task of its own (avian_workers.edr.sync does the work):
 Defender devices, the compliance policies' failing statuses, Intune devices with compliance,
 alerts since the watermark, vulnerabilities (on their own cadence), the posture score and Secure
-Score (daily). Vulnerabilities and Secure Score are cached by Prefect per tenant and time bucket
-in EDR_RESULT_STORAGE_BLOCK (local storage when unset); their cached value is a report of counts,
-never a client or a token. Nothing else is cached or persisted: a tenant's credentials and
+Score (daily). Vulnerabilities and Secure Score are fetched once per period: a tenant whose last
+complete fetch (its sync state in PostgreSQL) falls in the current period is reported 'cached',
+and Prefect also caches the task per tenant and period in EDR_RESULT_STORAGE_BLOCK (local
+storage when unset); that cached value is a report of counts, never a client or a token. Nothing else is cached or persisted: a tenant's credentials and
 tokens live only in its own task, for its own run.
 
 A 403 is a warning on that dataset; an unreadable secret, a refused token, a spent retry budget
@@ -44,7 +45,13 @@ from sqlalchemy import Engine
 from avian_workers.db.engine import make_engine
 from avian_workers.edr.merge import FailedRulesByDevice
 from avian_workers.edr.normalize import RecordError
-from avian_workers.edr.store import TenantRow, TenantStore, tenants_to_poll
+from avian_workers.edr.store import (
+    SECURE_SCORE,
+    VULNERABILITIES,
+    TenantRow,
+    TenantStore,
+    tenants_to_poll,
+)
 from avian_workers.edr.sync import (
     DatasetReport,
     FailedRules,
@@ -191,6 +198,22 @@ def posture(poll: TenantPoll) -> DatasetReport:
     return sync_posture(poll.store, now=poll.now)
 
 
+def cadence_period(at: datetime, refresh_hours: float) -> tuple[int, int]:
+    """(length in seconds, number) of the period of `refresh_hours` that `at` falls in.
+
+    Periods are counted from the Unix epoch, so every run and every container agrees on them.
+    """
+    seconds = max(round(timedelta(hours=refresh_hours).total_seconds()), 1)
+    return seconds, int(at.timestamp()) // seconds
+
+
+def fetched_this_period(last_success: datetime | None, now: datetime, refresh_hours: float) -> bool:
+    """True when the last complete fetch fell in the period `now` falls in."""
+    return last_success is not None and cadence_period(
+        last_success, refresh_hours
+    ) == cadence_period(now, refresh_hours)
+
+
 def cadence_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """One key per task, tenant and period of `refresh_hours`: fetched once per period.
 
@@ -198,9 +221,8 @@ def cadence_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
     the store among the parameters are never hashed or stored.
     """
     poll: TenantPoll = parameters["poll"]
-    seconds = round(timedelta(hours=parameters["refresh_hours"]).total_seconds())
-    bucket = int(poll.now.timestamp()) // max(seconds, 1)
-    return f"edr-{context.task.name}-{poll.tenant.id}-{seconds}s-{bucket}"
+    seconds, period = cadence_period(poll.now, parameters["refresh_hours"])
+    return f"edr-{context.task.name}-{poll.tenant.id}-{seconds}s-{period}"
 
 
 _CADENCED = {
@@ -249,11 +271,22 @@ def on_cadence(
     cadenced: Task[..., DatasetReport],
     *,
     dataset: str,
+    state_key: str,
     refresh_hours: float,
     result_storage: str | None,
+    poll: TenantPoll,
     **parameters: Any,
 ) -> DatasetReport:
-    """Run a cadenced task; a cache hit (fetched earlier in this period) reports 'cached'."""
+    """Run a cadenced task unless it was fetched earlier in this period: then 'cached'.
+
+    The tenant's sync state in PostgreSQL decides first: each ECS run is a fresh container, so
+    without a shared EDR_RESULT_STORAGE_BLOCK Prefect's cache would never hit there. The task's
+    own cache still serves where the state cannot, e.g. a fetch that ended in a 403 report.
+    """
+    synced = poll.store.sync_state(state_key)
+    if synced is not None and fetched_this_period(synced.last_success_at, poll.now, refresh_hours):
+        return DatasetReport(dataset, "cached", detail=f"fetched within {refresh_hours:g} h")
+    parameters["poll"] = poll
     options: dict[str, Any] = {"cache_expiration": timedelta(hours=refresh_hours)}
     if result_storage:
         options["result_storage"] = result_storage
@@ -368,6 +401,7 @@ def _poll_datasets(
                     on_cadence,
                     vulnerabilities,
                     dataset="vulnerabilities",
+                    state_key=VULNERABILITIES,
                     refresh_hours=settings.edr_vulnerability_refresh_hours,
                     result_storage=storage,
                     poll=poll,
@@ -381,6 +415,7 @@ def _poll_datasets(
                     on_cadence,
                     secure_score,
                     dataset="secure score",
+                    state_key=SECURE_SCORE,
                     refresh_hours=settings.edr_secure_score_refresh_hours,
                     result_storage=storage,
                     poll=poll,

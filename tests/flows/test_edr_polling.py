@@ -9,7 +9,7 @@ import re
 import secrets
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,6 +28,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import State
 from prefect.filesystems import LocalFileSystem
 from prefect.logging.handlers import APILogWorker
+from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 from sqlalchemy import Engine, func, select, text
 
 from avian_workers.db.models import (
@@ -49,6 +50,7 @@ from flows.edr_polling import (
     PollingSummary,
     cadence_cache_key,
     edr_polling,
+    fetched_this_period,
     storable_errors,
 )
 from tests.avian_workers.edr.tenants import (
@@ -289,6 +291,25 @@ def test_vulnerabilities_and_secure_score_are_fetched_once_per_cadence(
         r for r in later if r.path in {VULNERABILITIES_PATH, "/graph/v1.0/security/secureScores"}
     ]
     assert_complete(db, tenant, polls=2)
+
+
+def test_the_cadence_holds_in_a_fresh_container_without_prefects_cache(
+    world: MicrosoftSimulatorHandle, db: Engine
+) -> None:
+    tenant = edr_tenant(db, world)
+    assert poll(tenant).is_completed()
+    requests_before = len(world.simulator.requests(tenant.simulated.spec.tenant_id))
+
+    # As on ECS without EDR_RESULT_STORAGE_BLOCK: no cached task result is ever found again.
+    with temporary_settings(updates={PREFECT_TASKS_REFRESH_CACHE: True}):
+        second = poll(tenant)
+
+    statuses = {d.dataset: d.status for d in summary_of(second)[tenant.name].datasets}
+    assert (statuses["vulnerabilities"], statuses["secure score"]) == ("cached", "cached")
+    later = world.simulator.requests(tenant.simulated.spec.tenant_id)[requests_before:]
+    assert not [
+        r for r in later if r.path in {VULNERABILITIES_PATH, "/graph/v1.0/security/secureScores"}
+    ]
 
 
 # --- Alerts incremental --------------------------------------------------------------------
@@ -639,6 +660,16 @@ def test_a_cadenced_task_fails_with_a_description_not_a_third_party_error() -> N
 def test_our_own_errors_leave_a_cadenced_task_as_they_are() -> None:
     with pytest.raises(RetriesExhaustedError), storable_errors():
         raise RetriesExhaustedError("defender GET /api/machines failed 6 times")
+
+
+def test_a_fetch_counts_for_the_period_it_fell_in_counted_from_the_epoch() -> None:
+    morning = datetime(2024, 12, 9, 6, 5, tzinfo=UTC)  # periods of 6 h: 06:00 to 12:00
+    assert fetched_this_period(morning, morning + timedelta(hours=5, minutes=54), 6)
+    assert not fetched_this_period(morning, morning + timedelta(hours=5, minutes=55), 6)
+    assert not fetched_this_period(morning - timedelta(minutes=10), morning, 6)
+    assert not fetched_this_period(None, morning, 6)
+    later_zone = morning.astimezone(timezone(timedelta(hours=-5)))
+    assert fetched_this_period(later_zone, morning + timedelta(hours=1), 6)
 
 
 def test_the_cadence_cache_key_names_the_task_and_tenant_and_changes_with_the_period() -> None:
