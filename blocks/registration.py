@@ -7,7 +7,7 @@ registration again changes nothing. Every `AwsSecret` and the tenant block refer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from prefect.blocks.core import Block
@@ -15,7 +15,7 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect_aws import AwsClientParameters, AwsCredentials
 from prefect_aws.secrets_manager import AwsSecret
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from avian_workers.settings import ImapAuth, ImapTlsMode
 from blocks._documents import load_optional
@@ -101,9 +101,13 @@ def register_blocks(
 
 async def _register(spec: RegistrationSpec, names: BlockNames) -> list[BlockChange]:
     aws = _aws_credentials(spec.aws)
-    if spec.mailbox is not None:  # invalid input stops before anything is written
-        _mailbox(spec.mailbox, *_mailbox_secrets(spec.mailbox, aws))
     async with get_client() as client:
+        mailbox = spec.mailbox
+        if mailbox is not None:
+            stored = await _stored(AvianMailbox, names.mailbox, client)
+            if isinstance(stored, AvianMailbox):
+                mailbox = _keeping_stored_secret_sources(mailbox, stored)
+            _mailbox(mailbox, *_mailbox_secrets(mailbox, aws))  # invalid: stop before any write
         for block_type in BLOCK_TYPES:
             await block_type.aregister_type_and_schema(client=client)
         writer = _Writer(client)
@@ -120,8 +124,8 @@ async def _register(spec: RegistrationSpec, names: BlockNames) -> list[BlockChan
         ):
             if secret_name:
                 await writer.apply(name, AwsSecret(aws_credentials=aws, secret_name=secret_name))
-        if spec.mailbox is not None:
-            password_secret, client_secret_secret = _mailbox_secrets(spec.mailbox, aws)
+        if mailbox is not None:
+            password_secret, client_secret_secret = _mailbox_secrets(mailbox, aws)
             if password_secret is not None:
                 password_secret = await writer.apply(names.imap_password, password_secret)
             if client_secret_secret is not None:
@@ -129,9 +133,43 @@ async def _register(spec: RegistrationSpec, names: BlockNames) -> list[BlockChan
                     names.imap_oauth_client_secret, client_secret_secret
                 )
             await writer.apply(
-                names.mailbox, _mailbox(spec.mailbox, password_secret, client_secret_secret)
+                names.mailbox, _mailbox(mailbox, password_secret, client_secret_secret)
             )
         return writer.changes
+
+
+def _keeping_stored_secret_sources(spec: MailboxSpec, stored: AvianMailbox) -> MailboxSpec:
+    """`spec`, where it names no secret, referring to the Secrets Manager secret already stored.
+
+    Registering again without `--imap-password-secret` must not swap a password kept in
+    Secrets Manager for whatever IMAP_PASSWORD the environment (or a stray .env) holds.
+    """
+    if spec.password_secret_name is None and stored.password_secret is not None:
+        spec = replace(spec, password_secret_name=stored.password_secret.secret_name)
+    if spec.oauth_client_secret_secret_name is None and stored.oauth_client_secret_secret:
+        spec = replace(
+            spec, oauth_client_secret_secret_name=stored.oauth_client_secret_secret.secret_name
+        )
+    return spec
+
+
+class _Invalid:
+    """A stored document that no longer validates (edited by hand): it will be replaced."""
+
+
+_INVALID = _Invalid()
+
+
+async def _stored[BlockT: Block](
+    block_type: type[BlockT], name: str, client: PrefectClient
+) -> BlockT | _Invalid | None:
+    """The stored document, None when there is none, _INVALID when it no longer validates."""
+    try:
+        return await load_optional(block_type, name, client)
+    except RuntimeError as exc:  # Block.aload: stored data that fails validation
+        if isinstance(exc.__cause__, ValidationError):
+            return _INVALID
+        raise
 
 
 def _aws_credentials(spec: AwsSpec) -> AwsCredentials:
@@ -167,11 +205,14 @@ def _mailbox(
         tls=spec.tls,
         user=spec.user,
         auth=spec.auth,
-        password=None if password_secret else spec.password,
+        # Only the secret the mailbox's auth uses is kept, and one in Secrets Manager only there.
+        password=None if password_secret or spec.auth != "password" else spec.password,
         password_secret=password_secret,
         oauth_tenant_id=spec.oauth_tenant_id,
         oauth_client_id=spec.oauth_client_id,
-        oauth_client_secret=None if client_secret_secret else spec.oauth_client_secret,
+        oauth_client_secret=(
+            None if client_secret_secret or spec.auth != "xoauth2" else spec.oauth_client_secret
+        ),
         oauth_client_secret_secret=client_secret_secret,
         oauth_scope=spec.oauth_scope,
         inbox_folder=spec.inbox_folder,
@@ -189,9 +230,9 @@ class _Writer:
 
     async def apply[BlockT: Block](self, name: str, desired: BlockT) -> BlockT:
         """The stored document when it already holds `desired`'s data, else `desired` saved."""
-        existing = await load_optional(type(desired), name, self._client)
+        existing = await _stored(type(desired), name, self._client)
         slug = desired.get_block_type_slug()
-        if existing is not None and _fingerprint(existing) == _fingerprint(desired):
+        if isinstance(existing, Block) and _fingerprint(existing) == _fingerprint(desired):
             self.changes.append(BlockChange(slug, name, "unchanged"))
             return existing
         await desired.asave(name, overwrite=True, client=self._client)

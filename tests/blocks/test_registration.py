@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import BlockDocumentUpdate
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_aws import AwsCredentials
 from pydantic import SecretStr, ValidationError
@@ -110,6 +111,54 @@ def test_a_password_without_a_secret_name_is_stored_encrypted_in_the_mailbox(
     assert mailbox.password_secret is None
     assert mailbox.password is not None
     assert mailbox.password.get_secret_value() == "in-block"
+
+
+def test_registering_again_without_a_secret_name_keeps_the_stored_secret(
+    block_names: BlockNames,
+) -> None:
+    register_blocks(_spec(), block_names)
+    # Later, from a shell whose environment (or .env) happens to hold an IMAP_PASSWORD:
+    again = replace(MAILBOX, password_secret_name=None, password=SecretStr("stale-env-password"))
+
+    changes = register_blocks(_spec(mailbox=again), block_names)
+
+    assert {c.action for c in changes} == {"unchanged"}
+    mailbox = AvianMailbox.load(block_names.mailbox)
+    assert mailbox.password is None
+    assert mailbox.password_secret is not None
+    assert mailbox.password_secret.secret_name == "avian/imap-password"
+
+
+def test_an_oauth_mailbox_stores_no_password_from_the_environment(block_names: BlockNames) -> None:
+    oauth = MailboxSpec(
+        host="outlook.office365.com",
+        user="alerts@example.com",
+        auth="xoauth2",
+        password=SecretStr("an-unrelated-imap-password"),
+        oauth_tenant_id="entra-tenant",
+        oauth_client_id="app-id",
+        oauth_client_secret=SecretStr("client-secret"),
+    )
+
+    register_blocks(_spec(mailbox=oauth), block_names)
+
+    mailbox = AvianMailbox.load(block_names.mailbox)
+    assert mailbox.password is None
+    assert mailbox.oauth_client_secret is not None
+
+
+def test_a_stored_mailbox_that_no_longer_validates_is_replaced(block_names: BlockNames) -> None:
+    register_blocks(_spec(), block_names)
+    with get_client(sync_client=True) as client:  # as an edit in the UI could leave it
+        document = client.read_block_document_by_name(block_names.mailbox, "avian-mailbox")
+        client.update_block_document(
+            document.id, BlockDocumentUpdate(data={**document.data, "port": "not a port"})
+        )
+
+    changes = register_blocks(_spec(), block_names)
+
+    assert {c.name: c.action for c in changes}[block_names.mailbox] == "updated"
+    assert AvianMailbox.load(block_names.mailbox).port == 993
 
 
 def test_empty_credentials_leave_the_keys_to_the_task_role(block_names: BlockNames) -> None:
