@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any, TextIO, cast
 
 import structlog
@@ -23,13 +24,18 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 MASK = "[REDACTED]"
 
-_SECRET_KEY = re.compile(
-    r"pass(word|wd)?|secret|token|authori[sz]ation|api[-_]?key|credential|cookie|private[-_]?key"
-    r"|assertion|signature",
-    re.IGNORECASE,
-)
-# Keys that contain a secret-looking word but are safe and useful to keep.
-_SAFE_KEYS = frozenset({"token_type", "tokentype", "expires_in", "secret_name", "secretname"})
+# A field is a secret when a word of its name is one of these (names split at _, -, and
+# camelCase humps), unless its last word says it only names or describes one (`secret_name`,
+# `secretArn`, `token_type`). Whole words, so `bypassed` or `compass` stay readable.
+_SECRET_WORDS = frozenset(
+    {
+        "pass", "password", "passwd", "pwd", "passphrase", "secret", "token", "authorization",
+        "authorisation", "apikey", "credential", "cookie", "assertion", "signature", "privatekey",
+    }
+)  # fmt: skip
+_SECRET_WORD_PAIRS = frozenset({("api", "key"), ("private", "key")})
+_REFERENCE_WORDS = frozenset({"name", "arn", "id", "type", "kind", "expires", "length"})
+_KEY_WORD = re.compile(r"[A-Z]{2,}(?=[A-Z][a-z]|\b|[_\-\d])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 
 _URL_USERINFO = re.compile(
     r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@"
@@ -37,7 +43,7 @@ _URL_USERINFO = re.compile(
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 _SECRET_PAIR = re.compile(
-    r"(?i)\b(?P<key>[\w-]*(?:password|passwd|secret|token|api[-_]?key)[\w-]*)"
+    r"(?i)\b(?P<key>[\w-]*(?:password|passwd|pwd|secret|token|api[-_]?key)[\w-]*)"
     r"(?P<sep>\s*[=:]\s*|\"\s*:\s*\")(?P<value>[^\s&\"',;}]+)"
 )
 
@@ -76,8 +82,13 @@ def redact_text(text: str) -> str:
 def _is_secret_key(key: object) -> bool:
     if not isinstance(key, str):
         return False
-    normalized = key.lower()
-    return normalized not in _SAFE_KEYS and _SECRET_KEY.search(normalized) is not None
+    words = [word.lower() for word in _KEY_WORD.findall(key)]
+    if not words or words[-1] in _REFERENCE_WORDS:
+        return False
+    singular = [word.removesuffix("s") if len(word) > 4 else word for word in words]
+    return any(word in _SECRET_WORDS for word in singular) or any(
+        pair in _SECRET_WORD_PAIRS for pair in pairwise(singular)
+    )
 
 
 def redact(value: Any, _depth: int = 0) -> Any:

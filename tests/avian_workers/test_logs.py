@@ -72,3 +72,22 @@ def test_exceptions_are_logged_redacted(stream: io.StringIO) -> None:
     except RuntimeError:
         get_logger().exception("boom")
     assert "exc-pass-321" not in stream.getvalue()
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["password", "pwd", "clientSecret", "refresh_token", "x-api-key", "APIKey", "cookies"],
+)
+def test_a_field_named_as_a_secret_is_masked(key: str) -> None:
+    assert redact({key: "Sup3rS3cret!"}) == {key: MASK}
+
+
+@pytest.mark.parametrize(
+    "key", ["bypassed", "compass", "secretArn", "secret_name", "token_type", "tokenId"]
+)
+def test_a_field_that_only_contains_or_names_a_secret_word_is_kept(key: str) -> None:
+    assert redact({key: "3"}) == {key: "3"}
+
+
+def test_a_pwd_pair_in_free_text_is_masked() -> None:
+    assert redact("login pwd=Sup3rS3cret! failed") == f"login pwd={MASK} failed"
