@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # bar it also logs a progress line at most every progress_log_seconds (0: never).
     progress_artifact_seconds: float = Field(default=5.0, ge=0, le=3600)
     progress_log_seconds: float = Field(default=60.0, ge=0, le=24 * 3600)
+    # How long a finishing step waits for its last artifact update before the run goes on.
+    progress_finish_seconds: float = Field(default=10.0, gt=0, le=300)
 
     # Platform stores
     database_url: SecretStr | None = None

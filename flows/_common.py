@@ -80,6 +80,7 @@ class WorkerRun:
             artifact=prefect_progress_artifact(f"{self.worker.value}-progress"),
             artifact_seconds=self.settings.progress_artifact_seconds,
             log_seconds=self.settings.progress_log_seconds,
+            finish_seconds=self.settings.progress_finish_seconds,
         )
 
 

@@ -184,9 +184,11 @@ class ProgressReporter:
         artifact_seconds: float = 5.0,
         log_seconds: float = 60.0,
         tick_seconds: float | None = 1.0,
+        finish_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`tick_seconds` is how often the background thread looks (None: no thread)."""
+        """`tick_seconds` is how often the background thread looks (None: no thread);
+        `finish_seconds` bounds how long finish() waits for the Prefect API."""
         self.label = label
         self._done = 0
         self._total = total
@@ -195,6 +197,7 @@ class ProgressReporter:
         self._artifact_seconds = artifact_seconds
         self._log_seconds = log_seconds
         self._tick = tick_seconds
+        self._finish_seconds = finish_seconds
         self._clock = clock
         self._artifact_throttle: Throttle | None = None
         self._log_throttle: Throttle | None = None
@@ -285,13 +288,37 @@ class ProgressReporter:
             return
         self._state = "finished"
         self._stopped.set()
-        if self._thread is not None:
-            self._thread.join()
-        final = self.snapshot()
-        if self._artifact is not None:
-            self._write_artifact(100.0, final.describe(final=True, failed=failed))
         if self._display is not None and self._bar is not None:
             self._display.remove(self._bar)
+        # The run's work is done: a Prefect API that is slow to answer (its client retries for
+        # minutes) may delay the run by finish_seconds at most, then the update is left behind.
+        deadline = time.monotonic() + self._finish_seconds
+        if self._thread is not None:
+            self._thread.join(self._finish_seconds)
+            if self._thread.is_alive():
+                self._give_up_on_artifact()
+                return
+        final = self.snapshot()
+        if self._artifact is None:
+            return
+        last = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._write_artifact, 100.0, final.describe(final=True, failed=failed)),
+            name=f"progress: {self.label} (final)",
+            daemon=True,
+        )
+        last.start()
+        last.join(max(0.0, deadline - time.monotonic()))
+        if last.is_alive():
+            self._give_up_on_artifact()
+
+    def _give_up_on_artifact(self) -> None:
+        self._artifact = None
+        get_logger().warning(
+            "Progress artifact left behind: the Prefect API did not answer in time",
+            label=self.label,
+            waitedSeconds=self._finish_seconds,
+        )
 
     def _publish_until_stopped(self) -> None:
         assert self._tick is not None

@@ -45,6 +45,19 @@ class RefusingArtifact:
         raise RuntimeError("503 from the Prefect API")
 
 
+class StuckArtifact:
+    """An artifact writer whose API never answers until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+
+    def create(self, percent: float, description: str) -> None:
+        return None
+
+    def update(self, percent: float, description: str) -> None:
+        self.released.wait()
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -207,6 +220,24 @@ def test_an_artifact_the_api_refuses_is_dropped_without_failing_the_step() -> No
     progress.finish()
     warnings = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [w["message"] for w in warnings] == ["Progress artifact not updated"]
+
+
+def test_a_prefect_api_that_does_not_answer_holds_the_finish_only_so_long() -> None:
+    stream = io.StringIO()
+    configure_logging("info", stream=stream, mirror_to_prefect=False)
+    artifact = StuckArtifact()
+    progress = ProgressReporter(
+        "days aggregated", 2, artifact=artifact, tick_seconds=None, finish_seconds=0.2
+    ).start()
+    progress.advance(2)
+
+    progress.finish()  # returns although the final update has not been answered
+
+    artifact.released.set()
+    warnings = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [w["message"] for w in warnings] == [
+        "Progress artifact left behind: the Prefect API did not answer in time"
+    ]
 
 
 # --- log lines and the terminal ---------------------------------------------------------------
