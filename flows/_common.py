@@ -24,8 +24,9 @@ from prefect.tasks import Task, exponential_backoff
 from avian_workers.logs import configure_logging, get_logger
 from avian_workers.observability.emf import record_run
 from avian_workers.observability.progress import ProgressReporter, prefect_progress_artifact
-from avian_workers.preflight import check_services
+from avian_workers.preflight import ServiceUnavailableError, check_services
 from avian_workers.settings import (
+    ConfigError,
     Settings,
     WorkerType,
     load_settings,
@@ -103,22 +104,30 @@ def freeze_startup_objects() -> None:
 def start_run(worker: WorkerType, *, preflight: bool = True) -> WorkerRun:
     """Load and check settings, set up logging, and check PostgreSQL and Redis answer."""
     freeze_startup_objects()
-    # Blocks (when a Prefect API is configured) win over the environment variables they replace.
-    settings = settings_with_blocks(load_settings(), worker)
-    register_configured_secrets(settings)
     context = FlowRunContext.get()
-    configure_logging(
-        settings.log_level,
-        context={
-            "workerType": worker.value,
-            "nodeEnv": settings.node_env,
-            **({"flowRunId": str(context.flow_run.id)} if context and context.flow_run else {}),
-        },
-    )
-    settings.require_for(worker)
-    if preflight:
-        check_services(settings)
-    return WorkerRun(worker=worker, settings=settings, log=get_logger())
+    run_context: dict[str, Any] = {
+        "workerType": worker.value,
+        **({"flowRunId": str(context.flow_run.id)} if context and context.flow_run else {}),
+    }
+    try:
+        # Blocks (when a Prefect API is configured) win over the variables they replace.
+        settings = settings_with_blocks(load_settings(), worker)
+    except ConfigError as exc:
+        # No settings, so no level yet: the contract's JSON line still says why, then the run fails.
+        configure_logging("info", context=run_context)
+        get_logger().error(f"Invalid configuration: {exc}", error=str(exc))
+        raise
+    register_configured_secrets(settings)
+    configure_logging(settings.log_level, context={**run_context, "nodeEnv": settings.node_env})
+    log = get_logger()
+    try:
+        settings.require_for(worker)
+        if preflight:
+            check_services(settings)
+    except (ConfigError, ServiceUnavailableError) as exc:
+        log.error(f"Worker cannot start: {exc}", error=str(exc))
+        raise
+    return WorkerRun(worker=worker, settings=settings, log=log)
 
 
 def publish_summary(

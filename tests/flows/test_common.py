@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 from typing import cast
 
 import psycopg
@@ -20,6 +21,7 @@ from avian_workers.microsoft import TenantAuthError
 from flows._common import RetryOn, freeze_startup_objects, publish_summary, publish_table
 from flows.edr_polling import retry_on_store_error
 from flows.email_alerts import retry_on_io_error as retry_mailbox_task
+from flows.metrics_aggregation import metrics_aggregation
 from flows.metrics_aggregation import retry_on_io_error as retry_metrics_day
 
 NO_TASK = cast("Task[..., object]", None)
@@ -131,3 +133,20 @@ def test_an_artifact_the_api_refuses_is_logged_and_the_run_still_completes() -> 
 
 def test_outside_a_flow_run_nothing_is_published() -> None:
     publish_table(key="Not A Valid Key!", rows=[{"a": 1}], description="x")  # no error either
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_flow_run_with_invalid_settings_says_why_in_a_json_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NODE_ENV", "prod")  # not one of production, staging, ...
+
+    state = metrics_aggregation(return_state=True)
+
+    assert state.is_failed()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    errors = [line for line in lines if line.get("level") == "error"]
+    assert [e["message"].split(":")[0] for e in errors] == ["Invalid configuration", "Run metrics"]
+    assert "NODE_ENV" in errors[0]["message"]
+    assert errors[0]["workerType"] == "metrics-aggregation"
+    assert "timestamp" in errors[0]
