@@ -78,6 +78,9 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+_make_posture = PostureSamples._make  # a row's slice of the same columns becomes the samples
+
+
 def device_batches(
     conn: Connection,
     day: date,
@@ -109,9 +112,6 @@ def device_batches(
                 # Columns 2.. are PostureSamples' fields; a NULL taken_at is a day without rows.
                 postures=[NO_POSTURE if row[2] is None else _make_posture(row[2:]) for row in rows],
             )
-
-
-_make_posture = PostureSamples._make
 
 
 def read_redis_values(
