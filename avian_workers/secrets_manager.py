@@ -57,7 +57,7 @@ def secret_name(template: str, tenant_id: object) -> str:
 def parse_tenant_secret(name: str, secret_string: str | None) -> TenantCredentials:
     """Validate a tenant SecretString: JSON with clientId, clientSecret and tenantId."""
     if not secret_string:
-        raise TenantSecretError(f"secret {name!r} has no SecretString")
+        raise TenantSecretError(f"secret {name!r} has no value")
     try:
         payload: Any = json.loads(secret_string)
     except json.JSONDecodeError:
@@ -94,4 +94,10 @@ def fetch_tenant_credentials(
         raise TenantSecretError(f"secret {name!r} could not be read: {code}") from None
     except BotoCoreError as exc:
         raise TenantSecretError(f"secret {name!r} could not be read: {exc}") from None
-    return parse_tenant_secret(name, response.get("SecretString"))
+    text = response.get("SecretString")
+    if text is None and "SecretBinary" in response:  # stored as binary: its UTF-8 text
+        try:
+            text = response["SecretBinary"].decode("utf-8")
+        except UnicodeDecodeError:
+            raise TenantSecretError(f"secret {name!r} is binary, not UTF-8 text") from None
+    return parse_tenant_secret(name, text)

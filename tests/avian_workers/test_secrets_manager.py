@@ -68,3 +68,21 @@ def test_secret_values_are_trimmed(client) -> None:  # type: ignore[no-untyped-d
     credentials = fetch_tenant_credentials(client, TEMPLATE, tenant)
     assert (credentials.client_id, credentials.azure_tenant_id) == ("app-id", "entra-id")
     assert credentials.client_secret.get_secret_value() == "s3cret"
+
+
+def test_a_secret_stored_as_binary_is_read_as_its_utf8_text(client) -> None:  # type: ignore[no-untyped-def]
+    tenant = uuid.uuid4()
+    boto3.client("secretsmanager", region_name="ca-central-1").create_secret(
+        Name=f"edr/tenant/{tenant}",
+        SecretBinary=b'{"clientId": "app-id", "clientSecret": "s3cret", "tenantId": "entra-id"}',
+    )
+    assert fetch_tenant_credentials(client, TEMPLATE, tenant).client_id == "app-id"
+
+
+def test_a_binary_secret_that_is_not_text_is_named(client) -> None:  # type: ignore[no-untyped-def]
+    tenant = uuid.uuid4()
+    boto3.client("secretsmanager", region_name="ca-central-1").create_secret(
+        Name=f"edr/tenant/{tenant}", SecretBinary=b"\xff\xfe\x00binary"
+    )
+    with pytest.raises(TenantSecretError, match="is binary, not UTF-8 text"):
+        fetch_tenant_credentials(client, TEMPLATE, tenant)
