@@ -71,19 +71,22 @@ class AvianMailbox(Block):
             )
         return self
 
-    def imap_settings(self) -> dict[str, Any]:
-        """The `Settings` fields this block replaces, secrets read (and masked in logs)."""
+    def imap_settings(self, default_region: str | None = None) -> dict[str, Any]:
+        """The `Settings` fields this block replaces, secrets read (and masked in logs).
+
+        A referenced secret whose credentials name no region is read in `default_region`.
+        """
         values: dict[str, Any] = {
             "imap_host": self.host,
             "imap_port": self.port,
             "imap_tls": self.tls,
             "imap_user": self.user,
             "imap_auth": self.auth,
-            "imap_password": _secret_value(self.password, self.password_secret),
+            "imap_password": _secret_value(self.password, self.password_secret, default_region),
             "imap_oauth_tenant_id": self.oauth_tenant_id,
             "imap_oauth_client_id": self.oauth_client_id,
             "imap_oauth_client_secret": _secret_value(
-                self.oauth_client_secret, self.oauth_client_secret_secret
+                self.oauth_client_secret, self.oauth_client_secret_secret, default_region
             ),
             "imap_oauth_scope": self.oauth_scope,
             "imap_inbox_folder": self.inbox_folder,
@@ -98,9 +101,11 @@ def _exactly_one(name: str, value: object, other_name: str, other: object) -> No
         raise ValueError(f"set exactly one of {name} and {other_name}")
 
 
-def _secret_value(stored: SecretStr | None, reference: AwsSecret | None) -> SecretStr | None:
+def _secret_value(
+    stored: SecretStr | None, reference: AwsSecret | None, default_region: str | None
+) -> SecretStr | None:
     if reference is not None:
-        return SecretStr(read_secret_text(reference))
+        return SecretStr(read_secret_text(reference, default_region))
     if stored is not None:
         register_secret(stored.get_secret_value())
     return stored

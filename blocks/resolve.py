@@ -31,7 +31,7 @@ from avian_workers.secrets_manager import (
     secrets_client,
 )
 from avian_workers.settings import ConfigError, Settings, WorkerType
-from blocks._aws import BlockSecretError, read_secret_text
+from blocks._aws import BlockSecretError, read_secret_text, secrets_manager_client
 from blocks._documents import load_optional
 from blocks.mailbox import AvianMailbox
 from blocks.names import DEFAULT_BLOCK_NAMES, BlockNames
@@ -87,11 +87,11 @@ def settings_with_blocks(
     ):
         if block is not None:
             with _naming_block(field.upper(), block_name):
-                updates[field] = SecretStr(_url_secret(block))
+                updates[field] = SecretStr(_url_secret(block, settings.aws_region))
             sources[field] = block_name
     if found.mailbox is not None:
         with _naming_block("IMAP", names.mailbox):
-            imap = found.mailbox.imap_settings()
+            imap = found.mailbox.imap_settings(settings.aws_region)
         updates.update(imap)
         sources.update(dict.fromkeys(imap, names.mailbox))
     if not updates:
@@ -117,7 +117,7 @@ def tenant_credentials_provider(
         else None
     )
     if block is not None:
-        client = block.aws_credentials.get_secrets_manager_client()
+        client = secrets_manager_client(block.aws_credentials, settings.aws_region)
         template = block.secret_name_template
     else:
         client = secrets_client(settings)
@@ -140,8 +140,8 @@ async def _load_settings_blocks(names: BlockNames, *, with_mailbox: bool) -> _Fo
         )
 
 
-def _url_secret(block: AwsSecret) -> str:
-    value = read_secret_text(block)
+def _url_secret(block: AwsSecret, default_region: str) -> str:
+    value = read_secret_text(block, default_region)
     password = urlsplit(value).password if "://" in value else None
     register_secret(password)  # the password alone can appear in a driver's error message
     return value

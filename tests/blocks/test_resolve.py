@@ -14,7 +14,7 @@ from prefect.settings import (
     PREFECT_SERVER_ALLOW_EPHEMERAL_MODE,
     temporary_settings,
 )
-from prefect_aws import AwsCredentials
+from prefect_aws import AwsClientParameters, AwsCredentials
 from prefect_aws.secrets_manager import AwsSecret
 from pydantic import SecretStr
 
@@ -28,6 +28,9 @@ from tests.blocks.conftest import saved
 
 ENV_DATABASE_URL = "postgresql://env-user@env-host:5432/env_db"
 ENV_REDIS_URL = "redis://env-host:6379"
+TENANT_SECRET = json.dumps(
+    {"clientId": "regionless-app", "clientSecret": "regionless-secret", "tenantId": "entra"}
+)
 
 
 @pytest.fixture
@@ -266,3 +269,32 @@ def test_a_stored_block_that_no_longer_validates_is_a_configuration_error(
 
     with pytest.raises(ConfigError, match=f"Unable to load '{block_names.mailbox}'"):
         settings_with_blocks(load_settings(), WorkerType.EMAIL_ALERTS, names=block_names)
+
+
+@pytest.mark.usefixtures("environment")
+def test_blocks_whose_credentials_name_no_region_use_the_configured_region(
+    secretsmanager: Any,
+    moto_reset: str,
+    block_names: BlockNames,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    no_region = AwsCredentials(aws_client_parameters=AwsClientParameters(endpoint_url=moto_reset))
+    _url_blocks(secretsmanager, no_region, block_names, "postgresql://avian@db.internal/avian")
+    secretsmanager.create_secret(Name="edr/tenant/regionless", SecretString=TENANT_SECRET)
+    saved(
+        AvianTenantCredentials(
+            secret_name_template="edr/tenant/{tenant_id}", aws_credentials=no_region
+        ),
+        block_names.tenant_credentials,
+    )
+    # As a worker outside ECS: the region is AWS_REGION only, which botocore does not read.
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", "ca-central-1")
+    settings = load_settings()
+
+    with_blocks = settings_with_blocks(settings, WorkerType.EDR_POLLING, names=block_names)
+    credentials = tenant_credentials_provider(settings, block_names)("regionless")  # type: ignore[arg-type]
+
+    assert with_blocks.database_url is not None
+    assert with_blocks.database_url.get_secret_value() == "postgresql://avian@db.internal/avian"
+    assert credentials.client_id == "regionless-app"
