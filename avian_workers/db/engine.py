@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+import psycopg
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from avian_workers.settings import Settings
@@ -33,3 +35,12 @@ def transaction(engine: Engine) -> Iterator[Session]:
     factory = sessionmaker(engine, expire_on_commit=False)
     with factory.begin() as session:
         yield session
+
+
+def psycopg_connection(conn: Connection) -> psycopg.Connection[tuple[Any, ...]]:
+    """The psycopg connection under `conn`, for what SQLAlchemy cannot ask for (binary results,
+    COPY); its statements run in `conn`'s transaction."""
+    driver = conn.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise TypeError("needs the psycopg driver (postgresql+psycopg://)")
+    return driver

@@ -466,7 +466,7 @@ def _usual_day(
         return None
     # Typed as if every posture value were known: a None among them fails `min` below.
     taken_at, ips, gav, atp, botnet, content_filter = cast("_KnownPosture", posture)
-    if len(taken_at) > 1 and not all(map(lt, taken_at, taken_at[1:])):
+    if len(taken_at) > 1 and not _is_strictly_increasing(taken_at):
         return None
     f_ips, f_gav, _, f_atp, _, f_botnet, f_content_filter, blocked = finals
     # The five counters' series in one list, each closed by its snapshot value (the day's last

@@ -16,10 +16,10 @@ from itertools import compress
 from typing import cast
 from uuid import UUID
 
-import psycopg
 import redis
 from sqlalchemy import Connection
 
+from avian_workers.db.engine import psycopg_connection
 from avian_workers.metrics.rollup import (
     NO_POSTURE,
     POSTURE_COLUMNS,
@@ -96,9 +96,7 @@ def device_batches(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    driver = conn.connection.driver_connection
-    if not isinstance(driver, psycopg.Connection):
-        raise TypeError("device_batches needs the psycopg driver (postgresql+psycopg://)")
+    driver = psycopg_connection(conn)
     day_start, day_end = day_bounds(day)
     params: dict[str, object] = {"day_start": day_start, "day_end": day_end}
     if device_ids is not None:

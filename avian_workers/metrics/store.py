@@ -24,12 +24,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from itertools import count
-from typing import Any
 
-import psycopg
 from psycopg import errors as pg_errors
 from sqlalchemy import Connection, Engine, text
 
+from avian_workers.db.engine import psycopg_connection
 from avian_workers.metrics.rollup import METRIC_NAMES, RollupRow
 
 _GAUGES = frozenset({"active_sessions_count"})
@@ -112,13 +111,6 @@ class WriteCounts:
         return WriteCounts(self.inserted + other.inserted, self.updated + other.updated)
 
 
-def _driver(conn: Connection) -> psycopg.Connection[tuple[Any, ...]]:
-    driver = conn.connection.driver_connection
-    if not isinstance(driver, psycopg.Connection):
-        raise TypeError("writing rollups needs the psycopg driver (postgresql+psycopg://)")
-    return driver
-
-
 class RollupWriter:
     """Rollup rows staged in `conn`'s transaction by add(), written to the table by merge().
 
@@ -129,7 +121,7 @@ class RollupWriter:
     """
 
     def __init__(self, conn: Connection, *, replace: bool = False) -> None:
-        self._driver = _driver(conn)
+        self._driver = psycopg_connection(conn)
         self._sql = _StageStatements.for_stage(
             f"{_STAGE_NAME}_{next(_stage_numbers)}", replace=replace
         )
