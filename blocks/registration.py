@@ -15,10 +15,10 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect_aws import AwsClientParameters, AwsCredentials
 from prefect_aws.secrets_manager import AwsSecret
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from avian_workers.settings import ImapAuth, ImapTlsMode
-from blocks._documents import load_optional
+from blocks._documents import InvalidBlockDocumentError, load_optional
 from blocks.mailbox import AvianMailbox
 from blocks.names import DEFAULT_BLOCK_NAMES, BlockNames
 from blocks.tenant_credentials import AvianTenantCredentials
@@ -166,10 +166,8 @@ async def _stored[BlockT: Block](
     """The stored document, None when there is none, _INVALID when it no longer validates."""
     try:
         return await load_optional(block_type, name, client)
-    except RuntimeError as exc:  # Block.aload: stored data that fails validation
-        if isinstance(exc.__cause__, ValidationError):
-            return _INVALID
-        raise
+    except InvalidBlockDocumentError:
+        return _INVALID
 
 
 def _aws_credentials(spec: AwsSpec) -> AwsCredentials:

@@ -32,7 +32,7 @@ from avian_workers.secrets_manager import (
 )
 from avian_workers.settings import ConfigError, Settings, WorkerType
 from blocks._aws import BlockSecretError, read_secret_text, secrets_manager_client
-from blocks._documents import load_optional
+from blocks._documents import InvalidBlockDocumentError, load_optional
 from blocks.mailbox import AvianMailbox
 from blocks.names import DEFAULT_BLOCK_NAMES, BlockNames
 from blocks.tenant_credentials import AvianTenantCredentials
@@ -74,9 +74,7 @@ def settings_with_blocks(
         raise ConfigError(
             f"PREFECT_API_URL: the Prefect API did not answer reading blocks ({exc!s:.200})"
         ) from None
-    except RuntimeError as exc:  # Block.aload: a stored document that fails validation
-        if not isinstance(exc.__cause__, ValidationError):
-            raise
+    except InvalidBlockDocumentError as exc:
         raise ConfigError(f"{exc!s:.300}") from None
     assert found is not None
     updates: dict[str, Any] = {}
