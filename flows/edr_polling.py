@@ -11,8 +11,9 @@ alerts since the watermark, vulnerabilities (on their own cadence), the posture 
 Score (daily). Vulnerabilities and Secure Score are fetched once per period: a tenant whose last
 complete fetch (its sync state in PostgreSQL) falls in the current period is reported 'cached',
 and Prefect also caches the task per tenant and period in EDR_RESULT_STORAGE_BLOCK (local
-storage when unset); that cached value is a report of counts, never a client or a token. Nothing else is cached or persisted: a tenant's credentials and
-tokens live only in its own task, for its own run.
+storage when unset); that cached value is a report of counts, never a client or a token.
+Nothing else is cached or persisted: a tenant's credentials and tokens live only in its own
+task, for its own run.
 
 A 403 is a warning on that dataset; an unreadable secret, a refused token, a spent retry budget
 or an unreachable database fails the tenant; any other error fails that dataset and the tenant,
@@ -283,20 +284,18 @@ def on_cadence(
     without a shared EDR_RESULT_STORAGE_BLOCK Prefect's cache would never hit there. The task's
     own cache still serves where the state cannot, e.g. a fetch that ended in a 403 report.
     """
+    cached = DatasetReport(dataset, "cached", detail=f"fetched within {refresh_hours:g} h")
     synced = poll.store.sync_state(state_key)
     if synced is not None and fetched_this_period(synced.last_success_at, poll.now, refresh_hours):
-        return DatasetReport(dataset, "cached", detail=f"fetched within {refresh_hours:g} h")
-    parameters["poll"] = poll
+        return cached
     options: dict[str, Any] = {"cache_expiration": timedelta(hours=refresh_hours)}
     if result_storage:
         options["result_storage"] = result_storage
     state: State[DatasetReport] = cadenced.with_options(**options)(
-        **parameters, refresh_hours=refresh_hours, return_state=True
+        **parameters, poll=poll, refresh_hours=refresh_hours, return_state=True
     )
     report: DatasetReport = state.result()
-    if state.name == "Cached":
-        return DatasetReport(dataset, "cached", detail=f"fetched within {refresh_hours:g} h")
-    return report
+    return cached if state.name == "Cached" else report
 
 
 # --- One tenant --------------------------------------------------------------------------------
