@@ -274,6 +274,23 @@ def test_a_second_run_leaves_identical_counts_and_no_duplicates(
         assert conn.execute(text("SELECT * FROM edr_devices ORDER BY id")).all() == devices_before
 
 
+def assert_cadenced_datasets_cached(
+    world: MicrosoftSimulatorHandle,
+    tenant: EdrTenant,
+    state: State[PollingSummary],
+    requests_before: int,
+) -> list[Any]:
+    """Vulnerabilities and Secure Score were reported cached and not requested; the requests
+    of the tenant since `requests_before` are returned."""
+    statuses = {d.dataset: d.status for d in summary_of(state)[tenant.name].datasets}
+    assert (statuses["vulnerabilities"], statuses["secure score"]) == ("cached", "cached")
+    later = world.simulator.requests(tenant.simulated.spec.tenant_id)[requests_before:]
+    assert not [
+        r for r in later if r.path in {VULNERABILITIES_PATH, "/graph/v1.0/security/secureScores"}
+    ]
+    return later
+
+
 def test_vulnerabilities_and_secure_score_are_fetched_once_per_cadence(
     world: MicrosoftSimulatorHandle, db: Engine
 ) -> None:
@@ -283,13 +300,8 @@ def test_vulnerabilities_and_secure_score_are_fetched_once_per_cadence(
 
     second = poll(tenant)
 
-    statuses = {d.dataset: d.status for d in summary_of(second)[tenant.name].datasets}
-    assert (statuses["vulnerabilities"], statuses["secure score"]) == ("cached", "cached")
-    later = world.simulator.requests(tenant.simulated.spec.tenant_id)[requests_before:]
+    later = assert_cadenced_datasets_cached(world, tenant, second, requests_before)
     assert later, "the other datasets are polled again"
-    assert not [
-        r for r in later if r.path in {VULNERABILITIES_PATH, "/graph/v1.0/security/secureScores"}
-    ]
     assert_complete(db, tenant, polls=2)
 
 
@@ -304,12 +316,7 @@ def test_the_cadence_holds_in_a_fresh_container_without_prefects_cache(
     with temporary_settings(updates={PREFECT_TASKS_REFRESH_CACHE: True}):
         second = poll(tenant)
 
-    statuses = {d.dataset: d.status for d in summary_of(second)[tenant.name].datasets}
-    assert (statuses["vulnerabilities"], statuses["secure score"]) == ("cached", "cached")
-    later = world.simulator.requests(tenant.simulated.spec.tenant_id)[requests_before:]
-    assert not [
-        r for r in later if r.path in {VULNERABILITIES_PATH, "/graph/v1.0/security/secureScores"}
-    ]
+    assert_cadenced_datasets_cached(world, tenant, second, requests_before)
 
 
 # --- Alerts incremental --------------------------------------------------------------------
