@@ -40,7 +40,8 @@ Edge cases, each tested:
 
 What cannot be known is not guessed: blocks between the last sample before a reset and the reset
 itself are lost, so after a drop the total is a lower bound. Because of that, adding a sample
-(late data) never lowers a total; the store relies on this when it keeps the larger value.
+(late data) never lowers a total; the store relies on this when it lets a recomputed row without
+a final reading replace a stored one only if none of its totals is lower.
 """
 
 from __future__ import annotations

@@ -1,10 +1,17 @@
 """Writes of `firewall_metrics_rollup`: rows staged by COPY, one set-based upsert, bounded deletes.
 
-How a computed row meets a stored one (the default, merge):
-- the counter totals keep the larger value. A total only grows as more samples of its day become
-  known (see rollup.py), so the larger one is the better informed: late data raises a row, and a
-  rerun after the 7-day daily snapshots expired (posture rows only) cannot lower it;
-- `active_sessions_count` is a gauge: the new reading wins, and an unknown one keeps the stored.
+How a computed row meets a stored one (the default, merge). A row is taken or left whole, so its
+columns always come from one computation and `threats_blocked` stays the sum of its parts:
+- a computed row with a final reading of its day (a daily snapshot or a live key: its
+  `blocked_connections` is known) replaces the stored one. A snapshot is the day's last word;
+  replacing an earlier live-key row with it may lower a total, when the counter was cleared
+  between that poll and the end of the day;
+- a computed row without one (posture rows only, say after the 7-day snapshots expired) replaces
+  a stored row that has none either, and only when none of its totals is lower: late posture
+  rows only add samples, so such a row is the better informed. It never replaces a row that had
+  a final reading;
+- where the computed row does not know `bandwidth_total_mb` or `active_sessions_count` (both
+  optional in a reading), the stored value stays.
 With `replace=True` the computed row replaces the stored one outright; that is how rows written
 by the earlier worker (zeros for no data, a wrong day's counters) are corrected.
 
@@ -31,7 +38,6 @@ from sqlalchemy import Connection, Engine, text
 from avian_workers.db.engine import psycopg_connection
 from avian_workers.metrics.rollup import METRIC_NAMES, RollupRow
 
-_GAUGES = frozenset({"active_sessions_count"})
 _COLUMN_TYPES = {"bandwidth_total_mb": "bigint"}
 _STAGE_COLUMNS = {
     "device_id": "uuid",
@@ -44,12 +50,29 @@ _STAGE_NAME = "firewall_metrics_rollup_stage"
 _stage_numbers = count(1)  # each writer stages in a table of its own
 
 
+_FINAL_READING = "blocked_connections"
+"""Known exactly when the row's day had a final reading (snapshot or live key): rollup.py takes
+it from that reading alone, where every reading must carry it."""
+_KEPT_WHEN_UNKNOWN = frozenset({"bandwidth_total_mb", "active_sessions_count"})
+"""Optional in a reading: a computed row that does not know them keeps the stored values."""
+_TOTALS = tuple(n for n in METRIC_NAMES if n not in _KEPT_WHEN_UNKNOWN and n != _FINAL_READING)
+
+
 def _merged(name: str, *, replace: bool) -> str:
-    if replace:
+    if replace or name not in _KEPT_WHEN_UNKNOWN:
         return f"excluded.{name}"
-    if name in _GAUGES:
-        return f"COALESCE(excluded.{name}, r.{name})"
-    return f"GREATEST(r.{name}, excluded.{name})"  # GREATEST ignores a NULL on either side
+    return f"COALESCE(excluded.{name}, r.{name})"
+
+
+def _computed_row_wins(*, replace: bool) -> str:
+    """When the computed row (`excluded`) is taken over the stored one (`r`); see the docstring."""
+    if replace:
+        return "true"
+    # -1 below any total: an unknown total (NULL) is lower than any known one.
+    not_lower = " AND ".join(f"COALESCE(excluded.{t}, -1) >= COALESCE(r.{t}, -1)" for t in _TOTALS)
+    return (
+        f"(excluded.{_FINAL_READING} IS NOT NULL OR (r.{_FINAL_READING} IS NULL AND {not_lower}))"
+    )
 
 
 def _merge_sql(stage: str, *, replace: bool) -> str:
@@ -64,7 +87,8 @@ WITH written AS (
     INSERT INTO firewall_metrics_rollup AS r (device_id, date, {columns})
     SELECT device_id, date, {columns} FROM {stage}
     ON CONFLICT (device_id, date) DO UPDATE SET {sets}
-    WHERE ({stored}) IS DISTINCT FROM ({", ".join(merged)})
+    WHERE {_computed_row_wins(replace=replace)}
+        AND ({stored}) IS DISTINCT FROM ({", ".join(merged)})
     RETURNING (r.xmax = 0) AS inserted
 )
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import Engine, insert, text
 
 from avian_workers.db.models import FirewallMetricsRollup
-from avian_workers.metrics.rollup import RollupRow
+from avian_workers.metrics.rollup import METRIC_NAMES, RollupRow, metric_values
 from avian_workers.metrics.store import (
     RollupWriter,
     WriteCounts,
@@ -36,6 +36,10 @@ def full_row(device_id: UUID, day: date = DAY, **overrides: int | None) -> Rollu
         active_sessions_count=250,
     )
     return row._replace(**overrides)
+
+
+def metrics_of_row(row: RollupRow) -> dict[str, int | None]:
+    return dict(zip(METRIC_NAMES, metric_values(row), strict=True))
 
 
 def write(engine: Engine, rows: list[RollupRow], *, replace_rows: bool = False) -> WriteCounts:
@@ -69,38 +73,65 @@ def test_rewriting_the_same_rows_changes_nothing_not_even_the_row_version(db: En
     assert stored_rollups(db, with_identity=True) == before
 
 
-def test_merge_keeps_the_larger_total_so_less_data_never_lowers_a_row(db: Engine) -> None:
+def test_a_row_without_a_final_reading_never_replaces_one_with_it(db: Engine) -> None:
     (device,) = add_devices(db)
     write(db, [full_row(device)])
-    fewer_sources = full_row(
+    posture_only = full_row(  # the snapshot expired: fewer samples, no final reading
         device,
         ips_blocked=60,
         threats_blocked=90,
         blocked_connections=None,
         bandwidth_total_mb=None,
+        active_sessions_count=None,
     )
-    assert write(db, [fewer_sources]) == WriteCounts(inserted=0, updated=0)
-    assert metrics_of(stored_rollups(db), device, DAY)["ips_blocked"] == 100
+    assert write(db, [posture_only]) == WriteCounts(inserted=0, updated=0)
+    assert metrics_of(stored_rollups(db), device, DAY) == metrics_of_row(full_row(device))
 
 
-def test_merge_raises_a_total_when_late_data_adds_to_it(db: Engine) -> None:
+def test_a_row_with_a_final_reading_replaces_a_posture_only_row(db: Engine) -> None:
     (device,) = add_devices(db)
-    write(db, [full_row(device, blocked_connections=None)])
-    assert write(db, [full_row(device, ips_blocked=150, threats_blocked=180)]) == WriteCounts(
-        inserted=0, updated=1
-    )
+    write(db, [full_row(device, blocked_connections=None, bandwidth_total_mb=None)])
+    with_snapshot = full_row(device, ips_blocked=150, threats_blocked=180)
+    assert write(db, [with_snapshot]) == WriteCounts(inserted=0, updated=1)
+    assert metrics_of(stored_rollups(db), device, DAY) == metrics_of_row(with_snapshot)
+
+
+def test_a_snapshot_row_replaces_an_earlier_live_key_row_whole_even_where_a_total_falls(
+    db: Engine,
+) -> None:
+    # The nightly run saw only the live key (23:50: ips 120, gav 60); IPS was cleared at 23:55,
+    # and the snapshot a later run found holds ips 5, gav 80 after a posture sample of ips 100.
+    # Taking each column's larger value would store ips 120 with threats 185 < ips + malware.
+    (device,) = add_devices(db)
+    live_key_row = full_row(device, ips_blocked=120, malware_blocked=60, threats_blocked=180)
+    snapshot_row = full_row(device, ips_blocked=105, malware_blocked=80, threats_blocked=185)
+    write(db, [live_key_row])
+    assert write(db, [snapshot_row]) == WriteCounts(inserted=0, updated=1)
     stored = metrics_of(stored_rollups(db), device, DAY)
-    assert (stored["ips_blocked"], stored["threats_blocked"]) == (150, 180)
-    assert stored["blocked_connections"] == 900
+    assert stored == metrics_of_row(snapshot_row)
+    assert stored["threats_blocked"] >= stored["ips_blocked"] + stored["malware_blocked"]
 
 
-def test_sessions_are_a_gauge_the_latest_known_reading_wins(db: Engine) -> None:
+def test_posture_only_rows_replace_each_other_only_when_no_total_is_lower(db: Engine) -> None:
+    (device,) = add_devices(db)
+    no_final = {"blocked_connections": None, "bandwidth_total_mb": None}
+    write(db, [full_row(device, **no_final)])
+    late_samples = full_row(device, ips_blocked=110, threats_blocked=140, **no_final)
+    assert write(db, [late_samples]) == WriteCounts(inserted=0, updated=1)
+    # Higher IPS but lower malware: some posture rows went away; neither row holds the other.
+    mixed = full_row(device, ips_blocked=120, malware_blocked=10, threats_blocked=140, **no_final)
+    assert write(db, [mixed]) == WriteCounts(inserted=0, updated=0)
+    assert metrics_of(stored_rollups(db), device, DAY) == metrics_of_row(late_samples)
+
+
+def test_sessions_and_bandwidth_unknown_to_a_reading_keep_the_stored_values(db: Engine) -> None:
     (device,) = add_devices(db)
     write(db, [full_row(device, active_sessions_count=250)])
     write(db, [full_row(device, active_sessions_count=120)])
     assert metrics_of(stored_rollups(db), device, DAY)["active_sessions_count"] == 120
-    write(db, [full_row(device, active_sessions_count=None)])
-    assert metrics_of(stored_rollups(db), device, DAY)["active_sessions_count"] == 120
+    write(db, [full_row(device, active_sessions_count=None, bandwidth_total_mb=None)])
+    stored = metrics_of(stored_rollups(db), device, DAY)
+    assert (stored["active_sessions_count"], stored["bandwidth_total_mb"]) == (120, 5_000_000_000)
 
 
 def test_replace_overwrites_the_stored_row_with_the_computed_one(db: Engine) -> None:
