@@ -58,6 +58,7 @@ from avian_workers.edr.sync import (
     FailedRules,
     TenantReport,
     microsoft_config,
+    posture_unscored_reason,
     sync_alerts,
     sync_compliance_rules,
     sync_defender_devices,
@@ -295,7 +296,9 @@ def on_cadence(
         **parameters, poll=poll, refresh_hours=refresh_hours, return_state=True
     )
     report: DatasetReport = state.result()
-    return cached if state.name == "Cached" else report
+    # A cached 403 is reported as the 403 it was: the permission is still missing as far as this
+    # run knows, and posture must not count the dataset as read.
+    return cached if state.name == "Cached" and report.status != "forbidden" else report
 
 
 # --- One tenant --------------------------------------------------------------------------------
@@ -407,7 +410,11 @@ def _poll_datasets(
                     page_size=page_size,
                 )
             )
-            done.add(done.run("posture", posture, poll))
+            if unscored := posture_unscored_reason(done.reports):
+                get_logger().warning("Posture not scored", reason=unscored)
+                done.add(DatasetReport("posture", "not run", detail=unscored))
+            else:
+                done.add(done.run("posture", posture, poll))
             done.add(
                 done.run(
                     "secure score",

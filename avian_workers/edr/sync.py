@@ -80,6 +80,16 @@ DATASETS: tuple[str, ...] = (
 )
 _WARNING_STATUSES = frozenset({"partial", "forbidden"})
 
+POSTURE_INPUTS: tuple[str, ...] = (
+    "defender devices",
+    "intune devices",
+    "compliance",
+    "alerts",
+    "vulnerabilities",
+)
+"""Datasets whose stored rows the posture score is computed from."""
+_UNREAD_STATUSES = frozenset({"failed", "forbidden", "not run"})
+
 
 def microsoft_config(settings: Settings) -> tuple[MicrosoftEndpoints, HttpPolicy]:
     """Where the Microsoft APIs are and how patiently to call them, from Settings."""
@@ -425,6 +435,23 @@ def sync_vulnerabilities(
 
 
 # --- Posture -----------------------------------------------------------------------------------
+
+
+def posture_unscored_reason(reports: Iterable[DatasetReport]) -> str | None:
+    """Why this run must not score the tenant's posture, or None when it may.
+
+    The score counts a part without data as perfect (no alerts, no devices at risk), so it is
+    only computed when every input dataset was read in this run or within its cadence. A tenant
+    whose consent or licence does not cover one of them gets no score rather than a flattering
+    one; the dataset's own report says what is missing.
+    """
+    statuses = {report.dataset: report.status for report in reports}
+    unread = [
+        f"{name} {statuses.get(name, 'not run')}"
+        for name in POSTURE_INPUTS
+        if statuses.get(name, "not run") in _UNREAD_STATUSES
+    ]
+    return "inputs not read: " + ", ".join(unread) if unread else None
 
 
 def sync_posture(store: TenantStore, *, now: datetime) -> DatasetReport:

@@ -478,6 +478,29 @@ def test_a_missing_optional_permission_is_a_warning_on_that_dataset(
     assert found["edr_vulnerabilities"] == found["edr_secure_scores"] == 0
 
 
+def test_posture_is_not_scored_while_one_of_its_inputs_cannot_be_read(
+    world: MicrosoftSimulatorHandle, db: Engine
+) -> None:
+    # Without vulnerability data the score would count that part as perfect.
+    tenant = edr_tenant(db, world, faults=Faults(forbidden=frozenset({"vulnerabilities"})))
+    requests_before = 0
+
+    for _ in range(2):  # the second poll finds the 403 in Prefect's cache, and says so
+        state = poll(tenant)
+
+        assert state.is_completed()
+        report = summary_of(state)[tenant.name]
+        statuses = {d.dataset: d.status for d in report.datasets}
+        assert (statuses["vulnerabilities"], statuses["posture"]) == ("forbidden", "not run")
+        (posture,) = [d for d in report.datasets if d.dataset == "posture"]
+        assert posture.detail == "inputs not read: vulnerabilities forbidden"
+        assert report.outcome == "warning"
+        assert counts(db, tenant.id)["edr_posture_scores"] == 0
+        later = world.simulator.requests(tenant.simulated.spec.tenant_id)[requests_before:]
+        requests_before += len(later)
+    assert not [r for r in later if r.path == VULNERABILITIES_PATH]
+
+
 def test_a_tenant_another_run_is_polling_is_skipped_and_reported(
     world: MicrosoftSimulatorHandle, db: Engine, redis_client: redis.Redis, settings: Any
 ) -> None:

@@ -18,6 +18,7 @@ from avian_workers.edr.sync import (
     TenantReport,
     alert_window_start,
     microsoft_config,
+    posture_unscored_reason,
     sync_alerts,
     sync_compliance_rules,
     sync_defender_devices,
@@ -269,6 +270,27 @@ def test_a_tenant_fails_on_any_failed_dataset_and_warns_on_forbidden_or_rejected
     assert tenant_outcome([DatasetReport("alerts", "ok", rows=3, rejected=1)], None) == "warning"
     assert tenant_outcome([ok, DatasetReport("vulnerabilities", "failed")], None) == "failed"
     assert tenant_outcome([], "AADSTS7000215") == "failed"
+
+
+def test_posture_is_scored_only_when_every_input_was_read_now_or_within_its_cadence() -> None:
+    read = [
+        DatasetReport("defender devices", "ok", rows=5),
+        DatasetReport("intune devices", "ok", rows=4),
+        DatasetReport("compliance", "ok", rows=4),
+        DatasetReport("alerts", "partial", rows=2),
+        DatasetReport("vulnerabilities", "cached"),
+        DatasetReport("secure score", "forbidden"),  # not an input of the score
+    ]
+    assert posture_unscored_reason(read) is None
+    unread = [
+        DatasetReport("defender devices", "forbidden"),
+        DatasetReport("intune devices", "failed"),
+        DatasetReport("alerts", "ok"),
+        DatasetReport("vulnerabilities", "ok"),
+    ]
+    assert posture_unscored_reason(unread) == (
+        "inputs not read: defender devices forbidden, intune devices failed, compliance not run"
+    )
 
 
 def test_a_tenants_table_row_has_rows_per_dataset_outcome_duration_and_error() -> None:
