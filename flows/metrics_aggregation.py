@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime
 from typing import Any, cast
 from uuid import UUID
 
+import psycopg
 import redis
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -61,8 +62,12 @@ _DAY_RUNNER = cast(
     "TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_workers=DAY_CONCURRENCY)
 )
 
-# Retry a task only when a store failed to answer, never for a bug or bad data.
-retry_on_io_error = RetryOn((*STORE_ERRORS, ConnectionError, TimeoutError))
+# Retry a task only when a store failed to answer, never for a bug or bad data. A day's upsert
+# references nothing but the firewalls it read, so a foreign key violation means the platform
+# deleted one meanwhile; the retried day no longer selects it.
+retry_on_io_error = RetryOn(
+    (*STORE_ERRORS, ConnectionError, TimeoutError, psycopg.errors.ForeignKeyViolation)
+)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from avian_workers.redis_store import RedisKeys
 from avian_workers.settings import Settings
 from flows.metrics_aggregation import (
     LOCK_SCOPE,
+    Stores,
     aggregate_locked_day,
     metrics_aggregation,
     retry_on_io_error,
@@ -414,6 +415,41 @@ def test_a_failing_day_fails_the_run_after_the_other_days_are_written(
     assert state.is_failed()
     assert failing_day.isoformat() in str(state.message)
     assert [r["date"] for r in stored_rollups(db)] == [good_day]
+
+
+class RedisWhileAFirewallIsDeleted(redis.Redis):
+    """Redis, except that the platform deletes `device` just before the day's snapshots are read
+    the first time: between the day's device list and its upsert."""
+
+    def __init__(self, client: redis.Redis, engine: Engine, device: UUID) -> None:
+        super().__init__(connection_pool=client.connection_pool)
+        self.engine, self.device = engine, device
+        self.deleted = False
+
+    def mget(self, keys: Any, *args: Any) -> Any:
+        if not self.deleted:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    text("DELETE FROM firewall_devices WHERE id = :id"), {"id": self.device}
+                )
+            self.deleted = True
+        return super().mget(keys, *args)
+
+
+def test_a_firewall_deleted_while_its_day_is_aggregated_costs_a_retry_not_the_day(
+    db: Engine, redis_client: redis.Redis, keys: RedisKeys, settings: Settings
+) -> None:
+    deleted, kept = add_devices(db, 2)
+    for device in (deleted, kept):
+        put_snapshot(redis_client, keys, device, YESTERDAY, redis_counters(ips=4))
+    client = RedisWhileAFirewallIsDeleted(redis_client, db, deleted)
+    stores = Stores(db, client, keys, settings.lock_lease_seconds)
+
+    report = aggregate_locked_day(YESTERDAY, None, False, stores)
+
+    assert client.deleted
+    assert (report.outcome, report.devices, report.rows_inserted) == ("aggregated", 1, 1)
+    assert [r["device_id"] for r in stored_rollups(db)] == [kept]
 
 
 @pytest.mark.parametrize(
