@@ -16,6 +16,8 @@ _HIDDEN_TAGS = frozenset({"script", "style", "template", "title"})
 _CELL_TAGS = frozenset({"td", "th"})
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
 _DECLARATION = re.compile(r"<!(?!--)")
+_UNCLOSED_TAG = re.compile(r"<(?!!--)(?=[^<>]*(?:<|\Z))")
+"""A "<" that no ">" closes before the next "<": not a tag, whatever follows it."""
 
 
 class _TextExtractor(HTMLParser):
@@ -123,8 +125,20 @@ def html_to_text(markup: str) -> str:
         return _extract(_DECLARATION.sub("&lt;!", markup))
 
 
+def _defused(markup: str) -> str:
+    """`markup` with every "<" that starts no complete tag or comment written as text.
+
+    html.parser before CPython 3.12.11 (CVE-2025-6069) takes quadratic time over unclosed tags
+    and comments at the end of its input: 80 KB of `<a x` took 56 s. Such a "<" is text to any
+    parser; escaping it first keeps the time linear whatever Python runs us.
+    """
+    comments_end = markup.rfind("-->") + 1  # 0 when no comment ends: every opening is unclosed
+    closed, rest = markup[:comments_end], markup[comments_end:]
+    return _UNCLOSED_TAG.sub("&lt;", closed + rest.replace("<!--", "&lt;!--"))
+
+
 def _extract(markup: str) -> str:
     extractor = _TextExtractor()
-    extractor.feed(markup)
+    extractor.feed(_defused(markup))
     extractor.close()
     return "\n".join(extractor.lines)
