@@ -4,7 +4,9 @@ Matching order: serial number (case-insensitive, exact), then management IP, the
 through the operator-maintained alias table (`firewall_devices` has no host-name column).
 When an alert states a serial number, a device recorded with a *different* serial is never
 chosen by IP or host name: private management IPs such as 192.168.1.1 repeat across tenants,
-and the serial is the one identifier a firewall cannot share.
+and the serial is the one identifier a firewall cannot share. For the same reason, equally good
+candidates of more than one tenant choose none: the alert goes to review rather than to a guess,
+which would hand one customer's alert to another.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class DeviceMatch:
     """The chosen device (None when nothing matched), how, and every equally good candidate.
 
     `candidates` lists the tied devices in preference order, the chosen one first; more than
-    one means a tie was resolved (active devices first, then the lowest device id).
+    one means a tie was resolved (active devices first, then the lowest device id). A tie
+    between tenants is not resolved: `device` is None and `candidates` lists them all.
     """
 
     device: KnownDevice | None
@@ -68,6 +71,11 @@ class DeviceMatch:
     @property
     def tied(self) -> bool:
         return len(self.candidates) > 1
+
+    @property
+    def across_tenants(self) -> bool:
+        """Candidates were found, but of more than one tenant, so none was chosen."""
+        return self.device is None and bool(self.candidates)
 
 
 _NO_MATCH = DeviceMatch(device=None, matched_by=None, candidates=())
@@ -143,6 +151,10 @@ def _ranked(
 
 
 def _chosen(found: tuple[KnownDevice, ...], matched_by: MatchedBy) -> DeviceMatch:
+    if len({device.tenant_id for device in found}) > 1:
+        return DeviceMatch(
+            device=None, matched_by=None, candidates=tuple(d.device_id for d in found)
+        )
     return DeviceMatch(
         device=found[0],
         matched_by=matched_by,

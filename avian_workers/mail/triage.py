@@ -196,7 +196,9 @@ def triage(
     if not parsed.alerts:
         return review("not_alert", parsed.not_alert_reason or "no alert found")
     try:
-        matched, unmatched = _match(parsed.alerts, directory, received_at=received_at, now=now)
+        matched, unmatched, across_tenants = _match(
+            parsed.alerts, directory, received_at=received_at, now=now
+        )
     except Exception as exc:
         return review("processing_error", f"matching raised {type(exc).__name__}: {exc}")
     return TriagedMessage(
@@ -204,7 +206,9 @@ def triage(
         raw,
         received_at,
         matched,
-        Review("unknown_device", _unmatched_detail(unmatched), unmatched) if unmatched else None,
+        Review("unknown_device", _unmatched_detail(unmatched, across_tenants), unmatched)
+        if unmatched
+        else None,
     )
 
 
@@ -228,13 +232,16 @@ def _match(
     *,
     received_at: datetime | None,
     now: datetime,
-) -> tuple[tuple[DeviceAlert, ...], tuple[ParsedAlert, ...]]:
+) -> tuple[tuple[DeviceAlert, ...], tuple[ParsedAlert, ...], int]:
+    """The matched events, the unmatched ones, and how many of those matched several tenants."""
     matched: list[DeviceAlert] = []
     unmatched: list[ParsedAlert] = []
+    across_tenants = 0
     for alert in alerts:
         found = directory.match(alert)
         if found.device is None or found.matched_by is None:
             unmatched.append(alert)
+            across_tenants += found.across_tenants
             continue
         occurred_at, source = _event_time(alert, received_at, now)
         matched.append(
@@ -250,7 +257,7 @@ def _match(
                 occurred_at_source=source,
             )
         )
-    return tuple(matched), tuple(unmatched)
+    return tuple(matched), tuple(unmatched), across_tenants
 
 
 def _event_time(
@@ -274,7 +281,7 @@ def _fingerprint_text(alert: ParsedAlert) -> str:
     return " ".join(parts)
 
 
-def _unmatched_detail(unmatched: tuple[ParsedAlert, ...]) -> str:
+def _unmatched_detail(unmatched: tuple[ParsedAlert, ...], across_tenants: int) -> str:
     first = unmatched[0]
     identifiers = ", ".join(
         f"{label} {value}"
@@ -287,7 +294,12 @@ def _unmatched_detail(unmatched: tuple[ParsedAlert, ...]) -> str:
     )
     stated = identifiers or "no device identifier"
     events = "1 event matches" if len(unmatched) == 1 else f"{len(unmatched)} events match"
-    return _clip(f"{events} no firewall device (first states {stated})")
+    ambiguous = (
+        f"; {across_tenants} of them match firewalls of more than one tenant equally well"
+        if across_tenants
+        else ""
+    )
+    return _clip(f"{events} no firewall device (first states {stated}){ambiguous}")
 
 
 def _header(value: Any) -> str | None:

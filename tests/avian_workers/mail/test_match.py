@@ -190,7 +190,9 @@ def test_alert_without_identifiers_matches_nothing() -> None:
 
 def test_tie_prefers_an_active_device_over_a_lower_id() -> None:
     offline_low = replace(HQ, device_id=UUID(int=1), status="offline", serial_number=None)
-    active_high = replace(BRANCH, device_id=UUID(int=2), management_ip=HQ.management_ip)
+    active_high = replace(
+        BRANCH, device_id=UUID(int=2), tenant_id=HQ.tenant_id, management_ip=HQ.management_ip
+    )
 
     found = directory(active_high, offline_low).match(alert(management_ip=HQ.management_ip))
     assert found.device == active_high
@@ -199,10 +201,7 @@ def test_tie_prefers_an_active_device_over_a_lower_id() -> None:
 
 
 def test_tie_between_active_devices_takes_the_lowest_id_whatever_the_input_order() -> None:
-    devices = [
-        replace(HQ, device_id=UUID(int=n), tenant_id=TENANT_A if n % 2 else TENANT_B)
-        for n in (7, 3, 5)
-    ]
+    devices = [replace(HQ, device_id=UUID(int=n)) for n in (7, 3, 5)]
 
     for ordering in (devices, devices[::-1]):
         found = DeviceDirectory(ordering, ()).match(alert(serial_number=HQ.serial_number))
@@ -212,11 +211,39 @@ def test_tie_between_active_devices_takes_the_lowest_id_whatever_the_input_order
 
 
 def test_two_aliases_with_the_same_name_are_a_tie() -> None:
-    aliases = (HostAlias("edge", BRANCH.device_id), HostAlias("EDGE", HQ.device_id))
+    branch = replace(BRANCH, tenant_id=HQ.tenant_id)
+    aliases = (HostAlias("edge", branch.device_id), HostAlias("EDGE", HQ.device_id))
 
-    found = directory(HQ, BRANCH, aliases=aliases).match(alert(hostname="edge"))
+    found = directory(HQ, branch, aliases=aliases).match(alert(hostname="edge"))
     assert found.device == HQ
-    assert found.candidates == (HQ.device_id, BRANCH.device_id)
+    assert found.candidates == (HQ.device_id, branch.device_id)
+
+
+@pytest.mark.parametrize("identifier", ["serial_number", "management_ip", "hostname"])
+def test_a_tie_between_tenants_chooses_no_device_and_names_the_candidates(
+    identifier: str,
+) -> None:
+    # Private management IPs repeat across customers: a guess hands one customer's alert to
+    # another, however the tie would be broken (here an active device against an offline one).
+    other = replace(
+        BRANCH,
+        device_id=UUID(int=2),
+        serial_number=HQ.serial_number.lower() if HQ.serial_number else None,
+        management_ip=HQ.management_ip,
+        status="offline",
+    )
+    aliases = (HostAlias("edge", HQ.device_id), HostAlias("edge", other.device_id))
+    stated = {
+        "serial_number": HQ.serial_number,
+        "management_ip": HQ.management_ip,
+        "hostname": "edge",
+    }[identifier]
+
+    found = directory(HQ, other, aliases=aliases).match(alert(**{identifier: stated}))
+
+    assert (found.device, found.matched_by) == (None, None)
+    assert set(found.candidates) == {HQ.device_id, other.device_id}
+    assert found.across_tenants
 
 
 def test_single_candidate_is_not_a_tie() -> None:

@@ -143,6 +143,28 @@ def test_unknown_firewall_is_a_review_with_the_unmatched_event() -> None:
     assert [event.serial_number for event in message.review.unmatched] == ["UNKNOWN-SERIAL-999"]
 
 
+def test_an_event_that_matches_firewalls_of_two_tenants_equally_is_a_review() -> None:
+    raw = seed("unknown-device-01.eml")  # states 172.16.50.1, and a serial nobody has
+    same_ip = [
+        KnownDevice(UUID(int=n), UUID(int=100 + n), None, "172.16.50.1", "active") for n in (1, 2)
+    ]
+
+    message = triage(
+        identify(raw, uidvalidity=7, uid=3),
+        raw,
+        received_at=RECEIVED,
+        directory=DeviceDirectory(same_ip, []),
+        now=NOW,
+    )
+
+    assert message.alerts == ()
+    assert message.review is not None
+    assert message.review.reason == "unknown_device"
+    assert message.review.detail.endswith(
+        "1 of them match firewalls of more than one tenant equally well"
+    )
+
+
 def test_digest_keeps_matched_rows_as_alerts_and_the_unmatched_row_for_review() -> None:
     message = triaged(fixture("csv-digest-four-events.eml"))
 
