@@ -191,7 +191,7 @@ def _ip_key(address: str) -> str:
 # readings are folded. Everything that can distinguish two events stays: IP addresses, ports,
 # signature ids, interface names and any other bare number, because suppression must never
 # swallow a distinct event (a second attacker, a second signature).
-_FINGERPRINT_VERSION = "v1"
+_FINGERPRINT_VERSION = "v2"  # v2: triage adds severity and distinguishing fields
 _TIMESTAMP = re.compile(
     r"\b\d{4}-\d{1,2}-\d{1,2}(?:[t ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?)?"
     r"|\b\d{1,2}/\d{1,2}/\d{4}(?:\s\d{1,2}:\d{2}(?::\d{2})?)?"

@@ -12,9 +12,10 @@ Decisions worth knowing:
   is therefore never turned into a second alert.
 - Event time: the parser's (body or Date header), else the server's INTERNALDATE (receipt),
   else the processing time; `metadata["occurred_at_source"]` says which.
-- Storm fingerprint: device, alert type and the normalised message (`match.alert_fingerprint`),
-  plus the source and destination IP addresses when the mail states them, so two attackers
-  sending the same signature are two events, never one.
+- Storm fingerprint: device, alert type, severity and the normalised message
+  (`match.alert_fingerprint`), plus the source and destination IP addresses and the labelled
+  fields that tell events apart (signature, virus, file hash, user...) when the mail states
+  them: two attackers, or two attacks between the same hosts, are two events, never one.
 - A mail whose events partly match no device keeps the matched ones as alerts and the rest in
   a review record (reason `unknown_device`) with the parsed events, so nothing is dropped.
 """
@@ -270,14 +271,30 @@ def _event_time(
     return now, "processed_at"
 
 
+_DISTINGUISHING_FIELDS = (
+    # What tells one event from another of the same kind and subject; never a time, a port or
+    # a counter, which change between repeats of the same event.
+    "message", "msg", "note", "m", "sid", "event_id",
+    "attack_signature", "signature", "signature_id", "virus", "virus_name", "threat",
+    "threat_name", "malware_name", "file_hash", "sha256", "md5", "file_name", "filename", "url",
+    "user", "username", "rule", "policy",
+)  # fmt: skip
+
+
 def _fingerprint_text(alert: ParsedAlert) -> str:
-    """The message, plus the endpoints' addresses (ports change per connection, so not those)."""
-    parts = [alert.message]
+    """The message and severity, the endpoints' addresses (ports change per connection, so not
+    those), and the labelled fields that tell events apart (an attack signature, a virus, a
+    file hash, a user): a second attack between the same hosts, or an escalation from high to
+    critical, is a new alert, not a repeat."""
+    parts = [alert.message, f"severity={alert.severity}"]
     for name in ("src", "dst"):
         endpoint = alert.metadata.get(name)
         address = endpoint.get("ip") if isinstance(endpoint, dict) else None
         if address:
             parts.append(f"{name}={address}")
+    fields = alert.metadata.get("fields")
+    if isinstance(fields, dict):
+        parts += [f"{name}={fields[name]}" for name in _DISTINGUISHING_FIELDS if fields.get(name)]
     return " ".join(parts)
 
 

@@ -123,6 +123,33 @@ def test_same_signature_from_two_sources_has_two_fingerprints() -> None:
     assert from_source("203.0.113.1") == from_source("203.0.113.1")
 
 
+def ips_alert_fingerprint(*, signature: str, severity: str, at: str, port: int) -> str:
+    body = (
+        f"Serial Number: C0EAE4B2C3F1\nSeverity: {severity}\nTimestamp: {at}\n"
+        f"Attack Signature: {signature}\nSource IP: 203.0.113.45\nSource Port: {port}\n"
+        "Destination IP: 10.0.1.100\n"
+    )
+    (alert,) = triaged(make_mail(body, subject="IPS Alert: Intrusion Attempt Detected")).alerts
+    return alert.fingerprint
+
+
+def test_a_different_attack_between_the_same_hosts_is_a_new_alert_not_a_repeat() -> None:
+    first = ips_alert_fingerprint(signature="SQL Injection", severity="HIGH", at="10:00", port=1)
+    assert first == ips_alert_fingerprint(
+        signature="SQL Injection", severity="HIGH", at="10:01", port=2
+    )
+    assert first != ips_alert_fingerprint(
+        signature="Log4j RCE", severity="HIGH", at="10:01", port=2
+    )
+
+
+def test_an_escalation_to_a_higher_severity_is_a_new_alert_not_a_repeat() -> None:
+    high = ips_alert_fingerprint(signature="SQL Injection", severity="HIGH", at="10:00", port=1)
+    assert high != ips_alert_fingerprint(
+        signature="SQL Injection", severity="CRITICAL", at="10:01", port=1
+    )
+
+
 def test_readings_that_change_between_repeats_do_not_change_the_fingerprint() -> None:
     def at_usage(percent: int) -> str:
         raw = make_mail(
