@@ -211,7 +211,7 @@ def _forbidden(dataset: str, exc: PermissionMissingError, tally: _Tally) -> Data
         dataset=dataset,
         error=str(exc),
     )
-    return tally.report("forbidden", f"403 on {exc.path}: permission missing")
+    return tally.report("forbidden", exc.summary)
 
 
 # --- Devices and compliance --------------------------------------------------------------------

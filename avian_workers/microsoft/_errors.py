@@ -21,11 +21,14 @@ class TokenRejectedError(MicrosoftError):
 
 
 class PermissionMissingError(MicrosoftError):
-    """An API answered 403: the app registration lacks the permission this dataset needs."""
+    """An API answered 403, or refused a token for its scope alone: this dataset is out of reach
+    for the app registration, not the tenant's other datasets."""
 
-    def __init__(self, message: str, *, path: str):
+    def __init__(self, message: str, *, path: str, summary: str | None = None):
         super().__init__(message)
         self.path = path
+        self.summary = summary or f"403 on {path}: permission missing"
+        """A short reason for run summaries."""
 
 
 class UnexpectedResponseError(MicrosoftError):

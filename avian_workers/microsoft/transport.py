@@ -26,6 +26,7 @@ from avian_workers.microsoft._errors import (
     MicrosoftError,
     PermissionMissingError,
     RetriesExhaustedError,
+    TenantAuthError,
     TokenRejectedError,
     UnexpectedResponseError,
 )
@@ -42,6 +43,10 @@ JsonObject = dict[str, Any]
 QueryParams = Mapping[str, str | int]
 
 _log = structlog.get_logger(__name__)
+
+SCOPE_ONLY_AADSTS_CODES = frozenset({500011})
+"""Token refusals that concern one API only: AADSTS500011, the API's service principal is missing
+from the tenant (its product is not licensed there). Any other refusal concerns the app itself."""
 
 
 class TokenSource(Protocol):
@@ -244,7 +249,18 @@ class TenantHttp:
         *,
         fresh_token: bool,
     ) -> httpx.Response:
-        token = self._tokens.token(target.scope, force_refresh=fresh_token)
+        try:
+            token = self._tokens.token(target.scope, force_refresh=fresh_token)
+        except TenantAuthError as exc:
+            if exc.aadsts_code not in SCOPE_ONLY_AADSTS_CODES:
+                raise
+            # This API alone is out of reach (Defender for Endpoint not licensed, say): its
+            # datasets are forbidden, the tenant's other APIs go on.
+            raise PermissionMissingError(
+                f"no token for {target.scope}: {exc}",
+                path=url.path,
+                summary=f"no token for {target.scope}: AADSTS{exc.aadsts_code}",
+            ) from None
         request_headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
         return self._client.get(url, params=params, headers=request_headers)
 

@@ -351,7 +351,10 @@ class MicrosoftSimulator:
                 "resource identifier (application ID URI).",
             )
         audience = resources.pop()
-        if audience not in GRAPH_AUDIENCES | DEFENDER_AUDIENCES | OUTLOOK_AUDIENCES:
+        unlicensed = DEFENDER_AUDIENCES if tenant.faults.defender_unlicensed else frozenset()
+        if audience in unlicensed or audience not in (
+            GRAPH_AUDIENCES | DEFENDER_AUDIENCES | OUTLOOK_AUDIENCES
+        ):
             return aadsts_error(
                 400,
                 "invalid_resource",

@@ -48,6 +48,7 @@ class Faults:
     partial_alert_pages: frozenset[int] = frozenset()  # alerts_v2 pages (0-based) sent as 206
     forbidden: frozenset[Dataset] = frozenset()  # datasets answering 403
     defender_calls_per_minute: int = 0  # > 0: Defender answers 429 beyond this rolling rate
+    defender_unlicensed: bool = False  # Defender's service principal is missing: no token for it
 
     def __post_init__(self) -> None:
         if self.latency < 0 or self.retry_after_seconds < 0 or self.token_lifetime < 1:

@@ -478,6 +478,26 @@ def test_a_missing_optional_permission_is_a_warning_on_that_dataset(
     assert found["edr_vulnerabilities"] == found["edr_secure_scores"] == 0
 
 
+def test_a_tenant_without_defender_still_gets_its_intune_and_graph_data(
+    world: MicrosoftSimulatorHandle, db: Engine
+) -> None:
+    # No Defender for Endpoint licence: Entra ID refuses tokens for its API (AADSTS500011).
+    tenant = edr_tenant(db, world, faults=Faults(defender_unlicensed=True))
+
+    state = poll(tenant)
+
+    assert state.is_completed()
+    report = summary_of(state)[tenant.name]
+    assert report.outcome == "warning"
+    statuses = {d.dataset: d.status for d in report.datasets}
+    assert (statuses["defender devices"], statuses["vulnerabilities"]) == ("forbidden", "forbidden")
+    assert statuses["intune devices"] == statuses["alerts"] == statuses["secure score"] == "ok"
+    assert "AADSTS500011" in artifact_rows(state)[0]["error"]
+    found = counts(db, tenant.id)
+    assert found["edr_devices"] > 0
+    assert found["edr_alerts"] > 0
+
+
 def test_posture_is_not_scored_while_one_of_its_inputs_cannot_be_read(
     world: MicrosoftSimulatorHandle, db: Engine
 ) -> None:
