@@ -456,6 +456,14 @@ def test_an_unknown_tenant_id_is_reported_as_failed(
     )
 
 
+def statuses_of_a_warned_tenant(state: State[PollingSummary], tenant: EdrTenant) -> dict[str, str]:
+    """The run completed with `tenant` warned about; each dataset's status."""
+    assert state.is_completed()
+    report = summary_of(state)[tenant.name]
+    assert report.outcome == "warning"
+    return {d.dataset: d.status for d in report.datasets}
+
+
 def test_a_missing_optional_permission_is_a_warning_on_that_dataset(
     world: MicrosoftSimulatorHandle, db: Engine
 ) -> None:
@@ -465,10 +473,7 @@ def test_a_missing_optional_permission_is_a_warning_on_that_dataset(
 
     state = poll(tenant)
 
-    assert state.is_completed()
-    report = summary_of(state)[tenant.name]
-    assert report.outcome == "warning"
-    statuses = {d.dataset: d.status for d in report.datasets}
+    statuses = statuses_of_a_warned_tenant(state, tenant)
     assert (statuses["secure score"], statuses["vulnerabilities"]) == ("forbidden", "forbidden")
     assert statuses["alerts"] == statuses["defender devices"] == "ok"
     (row,) = artifact_rows(state)
@@ -486,10 +491,7 @@ def test_a_tenant_without_defender_still_gets_its_intune_and_graph_data(
 
     state = poll(tenant)
 
-    assert state.is_completed()
-    report = summary_of(state)[tenant.name]
-    assert report.outcome == "warning"
-    statuses = {d.dataset: d.status for d in report.datasets}
+    statuses = statuses_of_a_warned_tenant(state, tenant)
     assert (statuses["defender devices"], statuses["vulnerabilities"]) == ("forbidden", "forbidden")
     assert statuses["intune devices"] == statuses["alerts"] == statuses["secure score"] == "ok"
     assert "AADSTS500011" in artifact_rows(state)[0]["error"]
