@@ -47,6 +47,8 @@ class DayReport:
     aggregated: int = 0
     rows_inserted: int = 0
     rows_updated: int = 0
+    rows_deleted: int = 0
+    """Stored rows of device-days without data, deleted by a replace_existing run."""
     missing: int = 0
     rejected: int = 0
     rejected_by_reason: Mapping[str, int] = field(default_factory=dict)
@@ -73,6 +75,7 @@ class DayReport:
             ),
             "rows inserted": self.rows_inserted,
             "rows updated": self.rows_updated,
+            "rows deleted": self.rows_deleted,
         }
 
     def exclusion_rows(self) -> list[dict[str, Any]]:
@@ -127,6 +130,11 @@ class AggregationSummary:
         return sum(r.rows_written for r in self.days)
 
     @property
+    def rows_deleted(self) -> int:
+        """Rows of device-days without data that a replace_existing run deleted."""
+        return sum(r.rows_deleted for r in self.days)
+
+    @property
     def unknown_device_ids(self) -> tuple[UUID, ...]:
         return tuple(sorted({d for r in self.days for d in r.unknown_device_ids}))
 
@@ -152,6 +160,7 @@ class AggregationSummary:
             "device-days missing (no row)": self.missing,
             "device-days rejected": self.rejected,
             "rows written": self.rows_written,
+            "rows deleted (no data; replace_existing only)": self.rows_deleted,
             "days skipped (locked)": ", ".join(d.isoformat() for d in self.locked_days) or "none",
             "days failed": ", ".join(d.isoformat() for d in self.failed_days) or "none",
             "unknown device ids": ", ".join(str(d) for d in self.unknown_device_ids) or "none",
@@ -189,6 +198,7 @@ class _DayTally:
             aggregated=self.aggregated,
             rows_inserted=self.written.inserted,
             rows_updated=self.written.updated,
+            rows_deleted=self.written.deleted,
             missing=self.missing,
             rejected=self.rejected_by_reason.total(),
             rejected_by_reason=dict(self.rejected_by_reason),
@@ -220,6 +230,7 @@ def aggregate_day(
         for batch in device_batches(conn, day, device_ids, batch_size=chunk_size):
             snapshots, live = read_redis_values(client, keys, batch.names, day)
             rows: list[RollupRow] = []
+            no_data: list[UUID] = []
             for device_id, posture, snapshot, live_value in zip(
                 batch.ids, batch.postures, snapshots, live, strict=True
             ):
@@ -230,6 +241,7 @@ def aggregate_day(
                     rows.append(outcome)
                 elif isinstance(outcome, Missing):
                     tally.add_missing(outcome)
+                    no_data.append(device_id)
                 else:
                     tally.add_rejection(outcome)
                     log.warning(
@@ -239,11 +251,13 @@ def aggregate_day(
                         detail=outcome.detail,
                     )
             writer.add(rows)
+            if replace:
+                tally.written += writer.delete(day, no_data)
             tally.aggregated += len(rows)
             tally.devices += len(batch.ids)
             if seen is not None:
                 seen.update(batch.ids)
-        tally.written = writer.merge()
+        tally.written += writer.merge()
     unknown = () if seen is None else tuple(sorted(set(device_ids or ()) - seen))
     report = tally.report(unknown)
     if report.missing:

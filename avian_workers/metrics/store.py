@@ -12,8 +12,10 @@ columns always come from one computation and `threats_blocked` stays the sum of 
   a final reading;
 - where the computed row does not know `bandwidth_total_mb` or `active_sessions_count` (both
   optional in a reading), the stored value stays.
-With `replace=True` the computed row replaces the stored one outright; that is how rows written
-by the earlier worker (zeros for no data, a wrong day's counters) are corrected.
+With `replace=True` the computed row replaces the stored one outright, and the stored rows of
+device-days that now have no data at all are deleted (`RollupWriter.delete`): that is how rows
+written by the earlier worker (zeros for no data, a wrong day's counters) are corrected. A
+device-day rejected for malformed data keeps its stored row: nothing better is known.
 
 Either way an update happens only when a value really changes (`IS DISTINCT FROM`), so a rerun
 leaves every row, its id, created_at and even its tuple version as it was.
@@ -31,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from itertools import count
+from uuid import UUID
 
 from psycopg import errors as pg_errors
 from sqlalchemy import Connection, Engine, text
@@ -126,13 +129,18 @@ class _StageStatements:
 
 @dataclass(frozen=True, slots=True)
 class WriteCounts:
-    """Rows an upsert inserted and updated; the rest of its rows were already as computed."""
+    """Rows an upsert inserted and updated (the rest were already as computed), and rows deleted."""
 
     inserted: int = 0
     updated: int = 0
+    deleted: int = 0
 
     def __add__(self, other: WriteCounts) -> WriteCounts:
-        return WriteCounts(self.inserted + other.inserted, self.updated + other.updated)
+        return WriteCounts(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.deleted + other.deleted,
+        )
 
 
 class RollupWriter:
@@ -163,6 +171,13 @@ class RollupWriter:
                 copy.set_types(_STAGE_TYPES)
                 for row in rows:
                     copy.write_row(row)
+
+    def delete(self, day: date, device_ids: Sequence[UUID]) -> WriteCounts:
+        """Delete the stored rows of these devices on `day` (replace: they have no data now)."""
+        if not device_ids:
+            return WriteCounts()
+        deleted = self._driver.execute(_DELETE_DEVICE_DAYS, (day, list(device_ids))).rowcount
+        return WriteCounts(deleted=deleted)
 
     def merge(self) -> WriteCounts:
         """Upsert every staged row in one statement, then empty the stage."""
@@ -203,6 +218,8 @@ def upsert_rollups(
     writer.add(rows)
     return writer.merge()
 
+
+_DELETE_DEVICE_DAYS = "DELETE FROM firewall_metrics_rollup WHERE date = %s AND device_id = ANY(%s)"
 
 _DELETE_BATCH = text("""
 DELETE FROM firewall_metrics_rollup

@@ -5,8 +5,9 @@ from uuid import uuid4
 
 import pytest
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 
+from avian_workers.db.models import FirewallMetricsRollup
 from avian_workers.metrics import aggregate
 from avian_workers.metrics.aggregate import aggregate_day
 from avian_workers.redis_store import RedisKeys
@@ -61,6 +62,28 @@ def test_report_counts_missing_and_rejected_device_days_with_reasons(
         (str(bad_json), "not_json"),
         (str(negative), "negative"),
     }
+
+
+def test_replace_deletes_the_stored_rows_of_device_days_without_data(
+    db: Engine, redis_client: redis.Redis, keys: RedisKeys
+) -> None:
+    # The earlier worker wrote zeros where it had no data; missing is not zero.
+    with_data, without_data = add_devices(db, 2)
+    put_snapshot(redis_client, keys, with_data, DAY, redis_counters(ips=3))
+    with db.begin() as conn:
+        conn.execute(
+            insert(FirewallMetricsRollup),
+            [{"device_id": d, "date": DAY, "ips_blocked": 0} for d in (with_data, without_data)],
+        )
+
+    merged = aggregate_day(db, redis_client, keys, DAY)
+    assert (merged.rows_updated, merged.rows_deleted) == (1, 0)
+    assert len(stored_rollups(db)) == 2
+
+    replaced = aggregate_day(db, redis_client, keys, DAY, replace=True)
+    assert (replaced.missing, replaced.rows_deleted) == (1, 1)
+    assert [r["device_id"] for r in stored_rollups(db)] == [with_data]
+    assert aggregate_day(db, redis_client, keys, DAY, replace=True).rows_deleted == 0
 
 
 def test_listed_missing_devices_are_capped_but_all_are_counted(
