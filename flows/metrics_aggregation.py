@@ -131,13 +131,12 @@ def _publish(summary: AggregationSummary) -> None:
         rows=[report.table_row() for report in summary.days],
         totals=summary.totals(),
     )
-    exclusions = [row for report in summary.days for row in report.exclusion_rows()]
-    if exclusions:
-        publish_table(
-            key="metrics-aggregation-exclusions",
-            rows=exclusions,
-            description="Device-days without a row: missing data or rejected, with the reason",
-        )
+    # Published even when empty: the key's latest version must be this run's, not an older one.
+    publish_table(
+        key="metrics-aggregation-exclusions",
+        rows=[row for report in summary.days for row in report.exclusion_rows()],
+        description="Device-days without a row: missing data or rejected, with the reason",
+    )
 
 
 @flow(

@@ -79,9 +79,10 @@ class DayReport:
         }
 
     def exclusion_rows(self) -> list[dict[str, Any]]:
-        """The listed missing and rejected devices of this day, one line each."""
+        """The listed missing and rejected devices of this day, one line each, and a line for
+        each kind of which more were counted than listed (SAMPLE_LIMIT)."""
         day = self.day.isoformat()
-        return [
+        rows = [
             {
                 "date": day,
                 "device": str(r.device_id),
@@ -89,10 +90,30 @@ class DayReport:
                 "detail": r.detail,
             }
             for r in self.rejections
-        ] + [
+        ]
+        if self.rejected > len(self.rejections):
+            rows.append(
+                {
+                    "date": day,
+                    "device": f"{self.rejected - len(self.rejections)} more",
+                    "excluded": "rejected",
+                    "detail": "not listed here; each is in the run's log with its reason",
+                }
+            )
+        rows += [
             {"date": day, "device": str(d), "excluded": "missing", "detail": "no data for the day"}
             for d in self.missing_devices
         ]
+        if self.missing > len(self.missing_devices):
+            rows.append(
+                {
+                    "date": day,
+                    "device": f"{self.missing - len(self.missing_devices)} more",
+                    "excluded": "missing",
+                    "detail": f"only the first {len(self.missing_devices)} are listed",
+                }
+            )
+        return rows
 
 
 @dataclass(frozen=True)

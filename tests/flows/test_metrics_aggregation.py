@@ -471,6 +471,32 @@ def test_an_unfinished_day_is_refused_with_a_clear_error(db: Engine, keys: Redis
         run_day(utc_today())
 
 
+def artifacts_of(state: State[Any]) -> dict[str, Any]:
+    """The run's artifacts by key."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    return {a.key: a for a in artifacts}
+
+
+def test_a_run_without_exclusions_still_publishes_its_empty_exclusions_table(
+    db: Engine, redis_client: redis.Redis, keys: RedisKeys
+) -> None:
+    # Otherwise the key's latest version would be an older run's list.
+    (device,) = add_devices(db)
+    put_snapshot(redis_client, keys, device, YESTERDAY, redis_counters(ips=1))
+
+    state: State[Any] = metrics_aggregation(
+        start_date=YESTERDAY, end_date=YESTERDAY, return_state=True
+    )
+
+    assert state.is_completed()
+    assert json.loads(str(artifacts_of(state)["metrics-aggregation-exclusions"].data)) == []
+
+
 def test_run_leaves_a_table_artifact_and_a_summary(
     db: Engine, redis_client: redis.Redis, keys: RedisKeys
 ) -> None:
@@ -483,13 +509,7 @@ def test_run_leaves_a_table_artifact_and_a_summary(
     )
 
     assert state.is_completed()
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
-            )
-        )
-    by_key = {a.key: a for a in artifacts}
+    by_key = artifacts_of(state)
     assert {
         "metrics-aggregation",
         "metrics-aggregation-summary",

@@ -86,7 +86,7 @@ def test_replace_deletes_the_stored_rows_of_device_days_without_data(
     assert aggregate_day(db, redis_client, keys, DAY, replace=True).rows_deleted == 0
 
 
-def test_listed_missing_devices_are_capped_but_all_are_counted(
+def test_listed_exclusions_are_capped_and_say_how_many_more_were_counted(
     db: Engine, redis_client: redis.Redis, keys: RedisKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(aggregate, "SAMPLE_LIMIT", 2)
@@ -94,6 +94,17 @@ def test_listed_missing_devices_are_capped_but_all_are_counted(
     report = aggregate_day(db, redis_client, keys, DAY)
     assert report.missing == 5
     assert len(report.missing_devices) == 2
+    *listed, left_out = report.exclusion_rows()
+    assert len(listed) == 2
+    assert (left_out["device"], left_out["excluded"]) == ("3 more", "missing")
+
+    for device in add_devices(db, 3):
+        put_snapshot(redis_client, keys, device, DAY, b"{oops")
+    report = aggregate_day(db, redis_client, keys, DAY)
+    assert (report.rejected, len(report.rejections)) == (3, 2)
+    rejected_rows = [r for r in report.exclusion_rows() if r["excluded"] != "missing"]
+    assert rejected_rows[-1]["device"] == "1 more"
+    assert len(rejected_rows) == 3
 
 
 def test_given_ids_not_in_the_platform_are_reported_as_unknown(
