@@ -5,8 +5,8 @@ through the operator-maintained alias table (`firewall_devices` has no host-name
 When an alert states a serial number, a device recorded with a *different* serial is never
 chosen by IP or host name: private management IPs such as 192.168.1.1 repeat across tenants,
 and the serial is the one identifier a firewall cannot share. For the same reason, equally good
-candidates of more than one tenant choose none: the alert goes to review rather than to a guess,
-which would hand one customer's alert to another.
+candidates of more than one tenant (active ones, when any are active) choose none: the alert goes
+to review rather than to a guess, which would hand one customer's alert to another.
 """
 
 from __future__ import annotations
@@ -151,7 +151,10 @@ def _ranked(
 
 
 def _chosen(found: tuple[KnownDevice, ...], matched_by: MatchedBy) -> DeviceMatch:
-    if len({device.tenant_id for device in found}) > 1:
+    # The tie that counts is among the best-ranked: active devices when there are any (an
+    # inactive firewall of one customer does not hide another customer's active one).
+    best = [d for d in found if (d.status == _ACTIVE) == (found[0].status == _ACTIVE)]
+    if len({device.tenant_id for device in best}) > 1:
         return DeviceMatch(
             device=None, matched_by=None, candidates=tuple(d.device_id for d in found)
         )

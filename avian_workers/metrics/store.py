@@ -13,9 +13,12 @@ columns always come from one computation and `threats_blocked` stays the sum of 
 - where the computed row does not know `bandwidth_total_mb` or `active_sessions_count` (both
   optional in a reading), the stored value stays.
 With `replace=True` the computed row replaces the stored one outright, and the stored rows of
-device-days that now have no data at all are deleted (`RollupWriter.delete`): that is how rows
-written by the earlier worker (zeros for no data, a wrong day's counters) are corrected. A
-device-day rejected for malformed data keeps its stored row: nothing better is known.
+device-days that now have no data at all are deleted when every metric in them is zero or
+unknown (`RollupWriter.delete`): that is how rows written by the earlier worker (zeros for no
+data, a wrong day's counters) are corrected. A stored row with numbers stays, its data may just
+have expired; so does the row of a device-day rejected for malformed data. Without `replace`
+such rows are kept too: the earlier worker's rows carry a known (zero) `blocked_connections`,
+so a recomputation from posture rows alone never replaces them.
 
 Either way an update happens only when a value really changes (`IS DISTINCT FROM`), so a rerun
 leaves every row, its id, created_at and even its tuple version as it was.
@@ -173,7 +176,7 @@ class RollupWriter:
                     copy.write_row(row)
 
     def delete(self, day: date, device_ids: Sequence[UUID]) -> WriteCounts:
-        """Delete the stored rows of these devices on `day` (replace: they have no data now)."""
+        """Delete these devices' all-zero rows of `day` (replace: they have no data now)."""
         if not device_ids:
             return WriteCounts()
         deleted = self._driver.execute(_DELETE_DEVICE_DAYS, (day, list(device_ids))).rowcount
@@ -219,7 +222,12 @@ def upsert_rollups(
     return writer.merge()
 
 
-_DELETE_DEVICE_DAYS = "DELETE FROM firewall_metrics_rollup WHERE date = %s AND device_id = ANY(%s)"
+# Only rows without a single non-zero metric: the earlier worker's "no data" rows. A row with
+# numbers came from data that has since expired (a snapshot after 7 days); it stays.
+_DELETE_DEVICE_DAYS = (
+    "DELETE FROM firewall_metrics_rollup WHERE date = %s AND device_id = ANY(%s) AND "  # noqa: S608 - constant column names only
+    + " AND ".join(f"COALESCE({name}, 0) = 0" for name in METRIC_NAMES)
+)
 
 _DELETE_BATCH = text("""
 DELETE FROM firewall_metrics_rollup

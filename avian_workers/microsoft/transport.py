@@ -68,6 +68,8 @@ class _Target:
     base_url: httpx.URL
     scope: str
     limiter: SlidingWindowLimiter | None
+    licensed_separately: bool = False
+    """A tenant may lack this API's product (Defender for Endpoint), unlike Graph."""
 
 
 class _RetryableError(Exception):
@@ -113,6 +115,7 @@ class TenantHttp:
                 SlidingWindowLimiter(
                     policy.defender_calls_per_minute, 60.0, clock=clock, sleep=sleep
                 ),
+                licensed_separately=True,
             ),
         }
         self._client = httpx.Client(
@@ -252,10 +255,10 @@ class TenantHttp:
         try:
             token = self._tokens.token(target.scope, force_refresh=fresh_token)
         except TenantAuthError as exc:
-            if exc.aadsts_code not in SCOPE_ONLY_AADSTS_CODES:
-                raise
-            # This API alone is out of reach (Defender for Endpoint not licensed, say): its
-            # datasets are forbidden, the tenant's other APIs go on.
+            if not target.licensed_separately or exc.aadsts_code not in SCOPE_ONLY_AADSTS_CODES:
+                raise  # for Graph, whose principal always exists, 500011 is a mistyped scope
+            # This API alone is out of reach (Defender for Endpoint not licensed): its datasets
+            # are forbidden, the tenant's other APIs go on.
             raise PermissionMissingError(
                 f"no token for {target.scope}: {exc}",
                 path=url.path,

@@ -190,9 +190,8 @@ def test_alert_without_identifiers_matches_nothing() -> None:
 
 def test_tie_prefers_an_active_device_over_a_lower_id() -> None:
     offline_low = replace(HQ, device_id=UUID(int=1), status="offline", serial_number=None)
-    active_high = replace(
-        BRANCH, device_id=UUID(int=2), tenant_id=HQ.tenant_id, management_ip=HQ.management_ip
-    )
+    # Of another tenant: an inactive firewall of one customer does not hide another's active one.
+    active_high = replace(BRANCH, device_id=UUID(int=2), management_ip=HQ.management_ip)
 
     found = directory(active_high, offline_low).match(alert(management_ip=HQ.management_ip))
     assert found.device == active_high
@@ -224,13 +223,12 @@ def test_a_tie_between_tenants_chooses_no_device_and_names_the_candidates(
     identifier: str,
 ) -> None:
     # Private management IPs repeat across customers: a guess hands one customer's alert to
-    # another, however the tie would be broken (here an active device against an offline one).
+    # another, whichever id is lower.
     other = replace(
         BRANCH,
         device_id=UUID(int=2),
         serial_number=HQ.serial_number.lower() if HQ.serial_number else None,
         management_ip=HQ.management_ip,
-        status="offline",
     )
     aliases = (HostAlias("edge", HQ.device_id), HostAlias("edge", other.device_id))
     stated = {

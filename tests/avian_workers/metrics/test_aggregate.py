@@ -64,25 +64,29 @@ def test_report_counts_missing_and_rejected_device_days_with_reasons(
     }
 
 
-def test_replace_deletes_the_stored_rows_of_device_days_without_data(
+def test_replace_deletes_the_zero_rows_of_device_days_without_data_and_keeps_numbers(
     db: Engine, redis_client: redis.Redis, keys: RedisKeys
 ) -> None:
-    # The earlier worker wrote zeros where it had no data; missing is not zero.
-    with_data, without_data = add_devices(db, 2)
+    # The earlier worker wrote zeros where it had no data; missing is not zero. A row with
+    # numbers may come from a snapshot that has since expired: it stays.
+    with_data, without_data, expired = add_devices(db, 3)
     put_snapshot(redis_client, keys, with_data, DAY, redis_counters(ips=3))
     with db.begin() as conn:
         conn.execute(
             insert(FirewallMetricsRollup),
-            [{"device_id": d, "date": DAY, "ips_blocked": 0} for d in (with_data, without_data)],
+            [
+                {"device_id": device, "date": DAY, "ips_blocked": 0, "blocked_connections": blocked}
+                for device, blocked in ((with_data, 0), (without_data, 0), (expired, 7))
+            ],
         )
 
     merged = aggregate_day(db, redis_client, keys, DAY)
     assert (merged.rows_updated, merged.rows_deleted) == (1, 0)
-    assert len(stored_rollups(db)) == 2
+    assert len(stored_rollups(db)) == 3
 
     replaced = aggregate_day(db, redis_client, keys, DAY, replace=True)
-    assert (replaced.missing, replaced.rows_deleted) == (1, 1)
-    assert [r["device_id"] for r in stored_rollups(db)] == [with_data]
+    assert (replaced.missing, replaced.rows_deleted) == (2, 1)
+    assert {r["device_id"] for r in stored_rollups(db)} == {with_data, expired}
     assert aggregate_day(db, redis_client, keys, DAY, replace=True).rows_deleted == 0
 
 

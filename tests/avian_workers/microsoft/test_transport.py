@@ -16,6 +16,7 @@ from avian_workers.microsoft import (
     PermissionMissingError,
     RetriesExhaustedError,
     RetryBudgetExceededError,
+    TenantAuthError,
     TenantHttp,
     TokenRejectedError,
     UnexpectedResponseError,
@@ -245,6 +246,25 @@ def test_403_is_permission_missing_naming_the_path(make_http: Callable[..., Tena
         graph_get(make_http(Script(forbidden)))
 
     assert caught.value.path == "/v1.0/security/secureScores"
+
+
+class RefusedTokens:
+    """Entra ID answering AADSTS500011 (the API's service principal is missing) for any scope."""
+
+    def token(self, scope: str, force_refresh: bool = False) -> str:
+        raise TenantAuthError("AADSTS500011: service principal missing", aadsts_code=500011)
+
+
+def test_a_defender_token_refused_as_unlicensed_forbids_defender_alone() -> None:
+    with TenantHttp(
+        RefusedTokens(), ENDPOINTS, PATIENT, transport=httpx.MockTransport(Script(OK))
+    ) as http:
+        with pytest.raises(PermissionMissingError, match="AADSTS500011") as caught:
+            http.get("defender", http.url("defender", "/api/machines"))
+        assert caught.value.summary.endswith("AADSTS500011")
+        # Graph's principal exists in every tenant: there 500011 means a mistyped scope.
+        with pytest.raises(TenantAuthError):
+            graph_get(http)
 
 
 def test_other_client_errors_are_unexpected_responses_without_retry(
