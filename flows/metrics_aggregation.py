@@ -10,7 +10,7 @@ A stored row meets its recomputation as store.py describes: a row is taken or ke
 with the day's final reading (snapshot or live key) replaces the stored row, one from posture
 rows alone (the snapshots expired) never replaces a row that had a final reading, nor one with a
 higher total. `replace_existing=True` writes the recomputed rows as they are and deletes the
-rows of device-days that have no data, to correct rows the earlier worker left.
+all-zero rows of device-days that have no data, to correct rows the earlier worker left.
 
 Each day is one task under its own Redis lock: a day another run is working on is skipped and
 reported, never waited for. Then rollups past METRICS_RETENTION_DAYS are deleted in batches.
