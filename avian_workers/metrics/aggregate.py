@@ -82,7 +82,7 @@ class DayReport:
         """The listed missing and rejected devices of this day, one line each, and a line for
         each kind of which more were counted than listed (SAMPLE_LIMIT)."""
         day = self.day.isoformat()
-        rows = [
+        rejected = [
             {
                 "date": day,
                 "device": str(r.device_id),
@@ -91,29 +91,33 @@ class DayReport:
             }
             for r in self.rejections
         ]
-        if self.rejected > len(self.rejections):
-            rows.append(
-                {
-                    "date": day,
-                    "device": f"{self.rejected - len(self.rejections)} more",
-                    "excluded": "rejected",
-                    "detail": "not listed here; each is in the run's log with its reason",
-                }
-            )
-        rows += [
+        missing = [
             {"date": day, "device": str(d), "excluded": "missing", "detail": "no data for the day"}
             for d in self.missing_devices
         ]
-        if self.missing > len(self.missing_devices):
-            rows.append(
-                {
-                    "date": day,
-                    "device": f"{self.missing - len(self.missing_devices)} more",
-                    "excluded": "missing",
-                    "detail": f"only the first {len(self.missing_devices)} are listed",
-                }
-            )
-        return rows
+        return [
+            *rejected,
+            *_left_out(
+                day,
+                self.rejected - len(rejected),
+                "rejected",
+                "not listed here; each is in the run's log with its reason",
+            ),
+            *missing,
+            *_left_out(
+                day,
+                self.missing - len(missing),
+                "missing",
+                f"only the first {len(missing)} are listed",
+            ),
+        ]
+
+
+def _left_out(day: str, count: int, excluded: str, detail: str) -> list[dict[str, Any]]:
+    """The exclusion line for `count` device-days counted but not listed, if there are any."""
+    if count <= 0:
+        return []
+    return [{"date": day, "device": f"{count} more", "excluded": excluded, "detail": detail}]
 
 
 @dataclass(frozen=True)
