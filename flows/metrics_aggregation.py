@@ -1,7 +1,8 @@
 """metrics-aggregation: one `firewall_metrics_rollup` row per active firewall per finished UTC day.
 
-Scheduled at 00:00 UTC without parameters, a run rolls up yesterday and re-aggregates the
-METRICS_LATE_DAYS days before it, so data that arrived late is picked up. A backfill is the same
+Scheduled at 00:00 UTC without parameters, a run rolls up the day before the date it was
+scheduled for (yesterday, unless the run started late: it still covers its own day) and
+re-aggregates the METRICS_LATE_DAYS days before it, so data that arrived late is picked up. A backfill is the same
 flow with `start_date`/`end_date` (inclusive). Devices are those with status 'active'; given
 `device_ids` select exactly those devices whatever their status, so a firewall that has since
 gone inactive can still be backfilled by naming it.
@@ -20,6 +21,7 @@ that still fails fails the run, after the other days and retention have been don
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, cast
@@ -30,6 +32,7 @@ import redis
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from sqlalchemy import Engine
 
@@ -119,9 +122,15 @@ def aggregate_locked_day(
     retry_condition_fn=retry_on_io_error,
     **IO_RETRIES,
 )
-def delete_expired_rollups(engine: Engine, cutoff: date, batch_size: int) -> int:
-    """Delete rollups dated before `cutoff`, in bounded batches."""
-    return delete_rollups_before(engine, cutoff, batch_size=batch_size)
+def delete_expired_rollups(
+    engine: Engine, cutoff: date, batch_size: int, on_batch: Callable[[int], object]
+) -> int:
+    """Delete rollups dated before `cutoff`, in bounded batches; `on_batch` hears each one.
+
+    A retried attempt starts counting from zero, so the run totals what `on_batch` heard across
+    attempts, not the last attempt's return value.
+    """
+    return delete_rollups_before(engine, cutoff, batch_size=batch_size, on_batch=on_batch)
 
 
 def _publish(summary: AggregationSummary) -> None:
@@ -160,6 +169,7 @@ def metrics_aggregation(
         today=today,
         late_days=settings.metrics_late_days,
         retention_days=settings.metrics_retention_days,
+        scheduled_on=flow_run.scheduled_start_time.astimezone(UTC).date(),
     )
     cutoff = retention_cutoff(today, settings.metrics_retention_days)
     log.info(
@@ -185,11 +195,15 @@ def metrics_aggregation(
                 reports.append(DayReport(day=day, outcome="failed", error=str(exc)))
             progress.advance()  # in date order: a slow day holds the count until it ends
         progress.finish()
+        deleted_batches: list[int] = []
         try:
-            deleted = delete_expired_rollups(engine, cutoff, settings.metrics_retention_batch_size)
+            delete_expired_rollups(
+                engine, cutoff, settings.metrics_retention_batch_size, deleted_batches.append
+            )
         except Exception as exc:
-            log.error("Retention failed", error=str(exc))
+            log.error("Retention failed", error=str(exc), deletedBeforeFailing=sum(deleted_batches))
             retention_error = str(exc)
+        deleted = sum(deleted_batches)
     finally:
         progress.finish()  # no-op unless the days ended in an error
         client.close()

@@ -31,7 +31,7 @@ one jsonb parameter, which in turn had beaten psycopg's adaptation of Python lis
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -235,8 +235,18 @@ WHERE id IN (SELECT id FROM firewall_metrics_rollup WHERE date < :cutoff LIMIT :
 """)
 
 
-def delete_rollups_before(engine: Engine, cutoff: date, *, batch_size: int) -> int:
-    """Delete rows dated before `cutoff`, `batch_size` per transaction; returns how many."""
+def delete_rollups_before(
+    engine: Engine,
+    cutoff: date,
+    *,
+    batch_size: int,
+    on_batch: Callable[[int], object] | None = None,
+) -> int:
+    """Delete rows dated before `cutoff`, `batch_size` per transaction; returns how many.
+
+    `on_batch` hears each committed batch's count as it happens, so a caller still knows what
+    was deleted when a later batch fails (the return value is then lost with the exception).
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     deleted = 0
@@ -246,5 +256,7 @@ def delete_rollups_before(engine: Engine, cutoff: date, *, batch_size: int) -> i
                 _DELETE_BATCH, {"cutoff": cutoff, "batch_size": batch_size}
             ).rowcount
         deleted += count
+        if on_batch is not None and count:
+            on_batch(count)
         if count < batch_size:
             return deleted

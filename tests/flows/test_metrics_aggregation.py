@@ -11,7 +11,8 @@ import sqlalchemy.exc
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.states import Failed
+from prefect.flow_engine import run_flow
+from prefect.states import Failed, Scheduled
 from sqlalchemy import Engine, insert, text
 
 from avian_workers.db.models import FirewallMetricsRollup
@@ -361,6 +362,68 @@ def test_nightly_run_covers_yesterday_and_the_late_days_and_enforces_retention(
     assert [r.day for r in summary.days] == [late_day, late_day + timedelta(days=1), yesterday]
     assert summary.rollups_deleted == 1
     assert [r["date"] for r in stored_rollups(db)] == [kept, late_day]
+
+
+def test_a_nightly_run_that_starts_late_covers_the_days_it_was_scheduled_for(
+    db: Engine, keys: RedisKeys
+) -> None:
+    add_devices(db)
+    scheduled_on = utc_today() - timedelta(days=4)  # the work pool was down meanwhile
+    # A scheduled run, started now by the flow engine as a worker starts one.
+    with get_client(sync_client=True) as client:
+        scheduled_run = client.create_flow_run(
+            metrics_aggregation,
+            state=Scheduled(scheduled_time=datetime.combine(scheduled_on, time(), UTC)),
+        )
+
+    summary = cast("AggregationSummary", run_flow(metrics_aggregation, flow_run=scheduled_run))
+
+    yesterday_then = scheduled_on - timedelta(days=1)
+    assert [r.day for r in summary.days] == [
+        yesterday_then - timedelta(days=2),
+        yesterday_then - timedelta(days=1),
+        yesterday_then,
+    ]
+
+
+def test_a_retried_retention_pass_reports_every_row_it_deleted(
+    db: Engine, keys: RedisKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (device,) = add_devices(db)
+    expired = [utc_today() - timedelta(days=366 + n) for n in range(5)]
+    with db.begin() as conn:
+        conn.execute(
+            insert(FirewallMetricsRollup), [{"device_id": device, "date": d} for d in expired]
+        )
+        # The second batch's DELETE fails once as a lost connection would (SQLSTATE class 08,
+        # retried); the sequence counts statements outside the failing transaction.
+        conn.execute(text("CREATE SEQUENCE retention_batches"))
+        conn.execute(
+            text(
+                "CREATE FUNCTION fail_second_batch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF nextval('retention_batches') = 2 THEN "
+                "RAISE EXCEPTION 'connection lost' USING ERRCODE = '08006'; END IF; "
+                "RETURN NULL; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER fail_second_batch BEFORE DELETE ON firewall_metrics_rollup "
+                "FOR EACH STATEMENT EXECUTE FUNCTION fail_second_batch()"
+            )
+        )
+    monkeypatch.setenv("METRICS_RETENTION_BATCH_SIZE", "2")
+    try:
+        summary = metrics_aggregation()
+    finally:
+        with db.begin() as conn:
+            conn.execute(text("DROP TRIGGER fail_second_batch ON firewall_metrics_rollup"))
+            conn.execute(text("DROP FUNCTION fail_second_batch()"))
+            conn.execute(text("DROP SEQUENCE retention_batches"))
+
+    assert stored_rollups(db) == []
+    assert summary.retention_error is None
+    assert summary.rollups_deleted == 5  # 2 before the failure, 3 in the retried attempt
 
 
 def test_a_day_locked_by_another_run_is_skipped_and_reported(

@@ -1,6 +1,7 @@
 """Which days a run aggregates: the nightly window, backfill ranges and what is refused."""
 
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 
@@ -10,8 +11,8 @@ TODAY = date(2025, 3, 1)
 YESTERDAY = date(2025, 2, 28)
 
 
-def plan(start: date | None = None, end: date | None = None, **kwargs: int) -> list[date]:
-    options = {"late_days": 2, "retention_days": 365, **kwargs}
+def plan(start: date | None = None, end: date | None = None, **kwargs: int | date) -> list[date]:
+    options: dict[str, Any] = {"late_days": 2, "retention_days": 365, **kwargs}
     return days_to_aggregate(start, end, today=TODAY, **options)
 
 
@@ -21,6 +22,19 @@ def test_nightly_run_is_yesterday_and_the_late_days_before_it() -> None:
 
 def test_nightly_run_without_late_days_is_yesterday_only() -> None:
     assert plan(late_days=0) == [YESTERDAY]
+
+
+def test_nightly_run_that_starts_late_covers_the_days_it_was_scheduled_for() -> None:
+    scheduled_on = TODAY - timedelta(days=3)  # the work pool was down for three days
+    assert plan(scheduled_on=scheduled_on) == [
+        date(2025, 2, 23),
+        date(2025, 2, 24),
+        date(2025, 2, 25),
+    ]
+
+
+def test_nightly_run_started_before_its_scheduled_date_stops_at_yesterday() -> None:
+    assert plan(scheduled_on=TODAY + timedelta(days=1)) == plan()
 
 
 def test_start_date_alone_runs_until_yesterday() -> None:

@@ -251,6 +251,17 @@ def test_retention_deletes_older_rows_in_batches_and_keeps_the_rest(db: Engine) 
     assert delete_rollups_before(db, cutoff, batch_size=2) == 0
 
 
+def test_retention_reports_each_committed_batch_as_it_goes(db: Engine) -> None:
+    devices = add_devices(db, 5)
+    cutoff = date(2024, 1, 10)
+    write(db, [full_row(d, day=cutoff - timedelta(days=1)) for d in devices])
+    batches: list[int] = []
+
+    assert delete_rollups_before(db, cutoff, batch_size=2, on_batch=batches.append) == 5
+
+    assert batches == [2, 2, 1]
+
+
 def test_retention_batch_size_must_be_positive(db: Engine) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         delete_rollups_before(db, DAY, batch_size=0)
