@@ -7,9 +7,10 @@ an unexpected exception becomes a review outcome that names the reason, so one o
 never fail its batch.
 
 Decisions worth knowing:
-- Ledger key: the Message-ID header, or `uid:<uidvalidity>:<uid>` when there is none, together
-  with the SHA-256 of the raw bytes. A copy of a handled message (same Message-ID, same bytes)
-  is therefore never turned into a second alert.
+- Ledger key: the Message-ID header, or `no-message-id` when there is none, together with the
+  SHA-256 of the raw bytes. A copy of a handled message (same Message-ID, or none, and the same
+  bytes) is therefore never turned into a second alert, whatever UID it comes back under: a
+  mailbox rebuilt with a new UIDVALIDITY renumbers every message it still holds.
 - Event time: the parser's (body or Date header), else the server's INTERNALDATE (receipt),
   else the processing time; `metadata["occurred_at_source"]` says which.
 - Storm fingerprint: device, alert type, severity and the normalised message
@@ -35,6 +36,7 @@ from avian_workers.mail.match import DeviceDirectory, KnownDevice, MatchedBy, al
 from avian_workers.mail.parse import MailParseError, ParsedAlert, parse_alert_email
 
 __all__ = [
+    "NO_MESSAGE_ID_KEY",
     "REVIEW_REASONS",
     "DeviceAlert",
     "MessageIdentity",
@@ -67,6 +69,9 @@ _MAX_KEY_BYTES = 2000
 unique index whose entries PostgreSQL caps at 2,704 bytes, and 998 characters of an encoded
 non-ASCII Message-ID come to about 3,000: a longer one is keyed by its hash instead."""
 _HASHED_KEY_PREFIX = "message-id-sha256:"
+NO_MESSAGE_ID_KEY = "no-message-id"
+"""The ledger key of a message without a Message-ID: its bytes' hash alone tells it apart. Not
+its UID, which names a different message after the mailbox's UIDVALIDITY changes."""
 _MAX_DETAIL_CHARS = 2000
 _HEADER_PARSER = BytesHeaderParser(policy=compat32)
 
@@ -140,9 +145,9 @@ def identify(raw: bytes, *, uidvalidity: int, uid: int) -> MessageIdentity:
         message_id = _header(headers.get("Message-ID"))
         subject = _header(headers.get("Subject"))
         sender = _header(headers.get("From"))
-    except Exception:  # noqa: S110 - unreadable headers: the UID names the message instead
+    except Exception:  # noqa: S110 - unreadable headers: the bytes' hash names the message instead
         pass
-    key = _ledger_key(message_id) if message_id else f"uid:{uidvalidity}:{uid}"
+    key = _ledger_key(message_id) if message_id else NO_MESSAGE_ID_KEY
     return MessageIdentity(
         key=MessageKey(key, hashlib.sha256(raw).hexdigest()),
         uidvalidity=uidvalidity,

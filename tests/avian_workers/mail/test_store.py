@@ -31,7 +31,7 @@ from avian_workers.mail.store import (
     record_outcomes,
     unfiled,
 )
-from avian_workers.mail.triage import TriagedMessage
+from avian_workers.mail.triage import NO_MESSAGE_ID_KEY, TriagedMessage
 from tests.avian_workers.mail.emails import fixture, make_mail, seed
 from tests.avian_workers.mail.platform import (
     HQ_SERIAL,
@@ -276,14 +276,31 @@ def test_same_message_id_with_other_bytes_is_a_different_ledger_entry(
     assert len(ledger(db)) == 2
 
 
-def test_message_without_message_id_is_keyed_by_uidvalidity_and_uid(
+def test_message_without_message_id_is_found_again_under_a_new_uidvalidity(
     db: Engine, directory: DeviceDirectory
 ) -> None:
-    message = triaged(fixture("no-message-id.eml"), directory, uid=17, uidvalidity=99)
+    # The mailbox was rebuilt: the unread copy of a handled message comes back renumbered.
+    raw = fixture("no-message-id.eml")
+    first = triaged(raw, directory, uid=17, uidvalidity=99)
+    record(db, first)
+    renumbered = triaged(raw, directory, uid=3, uidvalidity=100)
 
-    record(db, message)
+    handled = find_handled(db, [renumbered.key])
 
-    assert [row["message_key"] for row in ledger(db)] == ["uid:99:17"]
+    assert handled.keys() == {first.key}
+    assert [row["message_key"] for row in ledger(db)] == [NO_MESSAGE_ID_KEY]
+
+
+def test_messages_without_message_id_are_told_apart_by_their_bytes(
+    db: Engine, directory: DeviceDirectory
+) -> None:
+    raw = fixture("no-message-id.eml")
+    other = raw.replace(b"Subject: ", b"Subject: Second ", 1)
+    assert other != raw
+
+    record(db, triaged(raw, directory, uid=1), triaged(other, directory, uid=2))
+
+    assert len(ledger(db)) == 2
 
 
 def test_a_message_id_longer_than_the_ledger_index_takes_is_stored_and_found_again(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from avian_workers.mail._text import header_text
 from avian_workers.mail.match import DeviceDirectory, KnownDevice
-from avian_workers.mail.triage import TriagedMessage, identify, triage
+from avian_workers.mail.triage import NO_MESSAGE_ID_KEY, TriagedMessage, identify, triage
 from tests.avian_workers.mail.emails import all_real_emails, fixture, make_mail, seed
 
 HQ = KnownDevice(
@@ -85,10 +85,13 @@ def test_a_message_id_that_fits_the_index_stays_the_key_as_it_is() -> None:
     assert identity.key.message_key == message_id
 
 
-def test_message_without_message_id_is_keyed_by_uidvalidity_and_uid() -> None:
-    identity = identify(fixture("no-message-id.eml"), uidvalidity=7, uid=3)
+def test_message_without_message_id_is_keyed_by_its_bytes_whatever_its_uid() -> None:
+    raw = fixture("no-message-id.eml")
 
-    assert identity.key.message_key == "uid:7:3"
+    identity = identify(raw, uidvalidity=7, uid=3)
+
+    assert identity.key == identify(raw, uidvalidity=8, uid=41).key
+    assert identity.key.message_key == NO_MESSAGE_ID_KEY
     assert identity.message_id is None
 
 
@@ -215,7 +218,7 @@ def test_unreadable_bytes_are_a_review_saying_why() -> None:
     assert message.review is not None
     assert message.review.reason == "unparseable"
     assert message.review.detail
-    assert message.identity.key.message_key == "uid:7:3"
+    assert message.identity.key.message_key == NO_MESSAGE_ID_KEY
 
 
 REAL = tuple(all_real_emails().values())
