@@ -29,7 +29,18 @@ ALERT_TYPES: tuple[str, ...] = (
 )
 GENERIC_ALERT_TYPE = "security_alert"
 
-_DOWN = r"(?:down|disconnected|offline|unreachable|lost|dropped|failed|failure|terminated)"
+# A link or tunnel going down. Not what a firewall drops or loses as traffic ("packet dropped on
+# X1" is a blocked packet), and not a failed sign-in ("IPsec Authentication Failed" is a wrong
+# key or password: the generic security type, never a tunnel down).
+_TRAFFIC = r"(?<!packet\s)(?<!packets\s)(?<!traffic\s)(?<!frame\s)(?<!frames\s)"
+_SIGN_IN = r"(?<!authentication\s)(?<!auth\s)(?<!login\s)(?<!logon\s)(?<!password\s)"
+_DOWN = (
+    r"(?:down|disconnected|offline|unreachable|terminated"
+    rf"|{_TRAFFIC}(?:lost|dropped)(?!\s+(?:packets?|traffic|frames?)\b)"
+    rf"|{_SIGN_IN}(?:failed|failure))"
+)
+DOWN_TYPES = frozenset({"vpn_down", "wan_down", "interface_down"})
+"""Types that name a link or tunnel going down; a recovery message of one is `info`."""
 
 
 def _rule(*patterns: str) -> re.Pattern[str]:
@@ -85,6 +96,13 @@ _TYPE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         # An 'Anti-Virus' product or its signatures are not a virus found.
         _rule(r"(?<!anti-)(?<!anti)\b(?:malware|ransomware|virus|viruses|trojan|spyware|worm)\b"),
     ),
+)
+
+# The link or tunnel is back: "VPN tunnel re-established", "WAN connection restored after being
+# down for 5 minutes". Only explicit words: "link is up" may speak of the failover link.
+_RECOVERY = _rule(
+    r"\b(?:restored|recovered|re-?established|reconnected|resumed)\b",
+    r"\b(?:back\s+(?:up|online)|up\s+again|online\s+again|came\s+back)\b",
 )
 
 # Words that make free-text mail an alert even when no specific type applies.
@@ -145,6 +163,11 @@ def specific_alert_type(texts: Iterable[str]) -> str | None:
             if pattern.search(text):
                 return alert_type
     return None
+
+
+def reports_recovery(texts: Iterable[str]) -> bool:
+    """True when one of `texts` says a link or tunnel came back (see DOWN_TYPES)."""
+    return any(_RECOVERY.search(text) for text in texts)
 
 
 def mentions_alert(texts: Iterable[str]) -> bool:

@@ -34,10 +34,12 @@ from typing import Any
 
 from avian_workers.mail._classify import (
     ALERT_TYPES,
+    DOWN_TYPES,
     GENERIC_ALERT_TYPE,
     Severity,
     mentions_alert,
     priority_severity,
+    reports_recovery,
     severity_word,
     specific_alert_type,
 )
@@ -342,6 +344,14 @@ def _alert(event: _Event, envelope: _Envelope) -> ParsedAlert | None:
     identity_sources = [fields, envelope.body_fields]
     metadata = _metadata(event, envelope)
     severity = _severity(fields, metadata)
+    if alert_type in DOWN_TYPES and reports_recovery(type_texts):
+        # The link or tunnel is back: worth a line on the firewall's timeline, not a page. A
+        # firewall states the severity of the event category, the same for down and back up.
+        metadata["recovery"] = True
+        if severity != "info":
+            metadata["severity_stated"] = severity
+            metadata["severity_source"] = "recovery"
+            severity = "info"
     occurred_at = _occurred_at(fields, envelope, metadata)
     message = message_text or envelope.subject or envelope.headline or alert_type.replace("_", " ")
     return ParsedAlert(

@@ -193,6 +193,15 @@ def test_severity_words_in_the_subject_do_not_set_the_severity() -> None:
         ("IPS Prevention Alert: packet dropped on interface X1", "ips_alert"),
         ("Botnet Filter: WAN connection dropped", "botnet_alert"),
         ("Gateway Anti-Virus Alert: connection from WAN dropped", "gav_alert"),
+        # a blocked packet is not a link down, a failed sign-in is not a tunnel down
+        ("Alert: Packet dropped on interface X1", "security_alert"),
+        ("Alert: dropped packets on interface X2 (policy)", "security_alert"),
+        ("Alert: packets lost on link X3", "security_alert"),
+        ("IPsec Authentication Failed: peer 203.0.113.9 alert", "security_alert"),
+        ("VPN login failure for user bob: alert", "security_alert"),
+        ("WAN connection dropped", "wan_down"),
+        ("Interface X1 link lost", "interface_down"),
+        ("IKE negotiation failed: VPN tunnel HQ-to-Branch", "vpn_down"),
     ],
 )
 def test_subject_names_the_alert_type(subject: str, alert_type: str) -> None:
@@ -218,6 +227,32 @@ def test_subject_names_the_alert_type(subject: str, alert_type: str) -> None:
 )
 def test_type_words_inside_other_words_do_not_count(subject: str) -> None:
     assert only_alert(make_mail("", subject=subject)).alert_type == "security_alert"
+
+
+@pytest.mark.parametrize(
+    ("subject", "alert_type"),
+    [
+        ("VPN tunnel HQ-to-Branch re-established after being down", "vpn_down"),
+        ("WAN connection restored (was offline for 5 minutes)", "wan_down"),
+        ("Interface X3 link back up after going down", "interface_down"),
+    ],
+)
+def test_a_link_or_tunnel_that_came_back_is_its_type_at_info_severity(
+    subject: str, alert_type: str
+) -> None:
+    alert = only_alert(make_mail("Serial Number: 1\nSeverity: High\n", subject=subject))
+
+    assert (alert.alert_type, alert.severity) == (alert_type, "info")
+    assert alert.metadata["recovery"] is True
+    assert alert.metadata["severity_stated"] == "high"
+
+
+def test_a_failover_link_that_is_up_does_not_make_a_wan_outage_a_recovery() -> None:
+    subject = "WAN Down: primary WAN offline, failover link is up"
+    alert = only_alert(make_mail("Serial Number: 1\nSeverity: High\n", subject=subject))
+
+    assert (alert.alert_type, alert.severity) == ("wan_down", "high")
+    assert "recovery" not in alert.metadata
 
 
 def test_alert_type_field_is_read_before_the_subject() -> None:
