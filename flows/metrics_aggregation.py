@@ -2,8 +2,8 @@
 
 Scheduled at 00:00 UTC without parameters, a run rolls up the day before the date it was
 scheduled for (yesterday, unless the run started late: it still covers its own day) and
-re-aggregates the METRICS_LATE_DAYS days before it, so data that arrived late is picked up. A backfill is the same
-flow with `start_date`/`end_date` (inclusive). Devices are those with status 'active'; given
+re-aggregates the METRICS_LATE_DAYS days before it, so data that arrived late is picked up. A
+backfill is the same flow with `start_date`/`end_date` (inclusive). Devices are those with status 'active'; given
 `device_ids` select exactly those devices whatever their status, so a firewall that has since
 gone inactive can still be backfilled by naming it.
 
