@@ -370,6 +370,9 @@ class EdrDeviceIdentity(Base):
     source_key: Mapped[str] = mapped_column(String(255), nullable=False)
     aad_key: Mapped[str | None] = mapped_column(String(255))
     host_label: Mapped[str | None] = mapped_column(String(255))
+    # The record's own lastSeen / lastSyncDateTime: of several records of one source for one
+    # device (a re-onboarded PC's old machine), the row shows the newest (edr.store).
+    last_seen_at: Mapped[datetime | None] = mapped_column(_tz())
     updated_at: Mapped[datetime] = mapped_column(_tz(), nullable=False, server_default=_NOW)
 
 

@@ -64,7 +64,8 @@ type DeviceSource = Literal["defender", "intune"]
 # falls back to the other source only where the authority has no value. `last_seen_at` is the
 # newer of the two. In upsert terms: a Defender page sets DEFENDER_FIELDS; an Intune page sets
 # INTUNE_FIELDS and fills DEFENDER_FIELDS only where they are NULL; both keep the greatest
-# `last_seen_at`.
+# `last_seen_at`. Of several records of one source for one device (a re-onboarded PC's old
+# machine), only the one seen last writes (edr.store).
 DEFENDER_FIELDS: Final = (
     "device_name",  # the FQDN says more than Intune's bare name
     "operating_system",  # 'Windows11' says more than Intune's 'Windows'

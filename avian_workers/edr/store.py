@@ -13,6 +13,13 @@ Devices are written in two halves (merge.DEFENDER_FIELDS / merge.INTUNE_FIELDS):
 page sets the Defender columns; an Intune page sets the Intune columns and, on a row Defender
 also knows, fills the Defender columns only where they are empty. `last_seen_at` only moves
 forward.
+
+A device can have several records of one source: Defender keeps the old machine of a
+re-onboarded PC, Intune an old enrolment. A row's columns of a source come from that source's
+record seen last (`lastSeen` / `lastSyncDateTime`; a record never seen loses to one that was,
+equal times go to the greater id), whether the other record comes in the same page, a later
+page or a later poll: each identity keeps its record's own last-seen time, and a page writes a
+device only from a record newer than every other record of its source (`_newest_per_device`).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from avian_workers.edr.merge import (
     DEFENDER_FIELDS,
     INTUNE_FIELDS,
     DeviceIdentityIndex,
+    DeviceSource,
     IdentityLookup,
     SourceIdentity,
     device_for_alert,
@@ -95,14 +103,46 @@ _DEVICE_COLUMNS = (
 
 _NEVER_SEEN: Final = datetime.min.replace(tzinfo=UTC)
 
+# A stored identity: the key of its device and when its source last saw it.
+type _StoredRecord = tuple[str, datetime | None]
 
-def _oldest_first(records: Iterable[DeviceRecord]) -> list[DeviceRecord]:
-    """A page's records by when their source last saw them, never-seen first.
 
-    Two records of a page can name one device (a stale duplicate machine, a re-enrolment); the
-    upsert keeps the last row per key (`dedupe_on_key`), so this makes that the newest one.
+# When a source last saw a record, then its compared id: the greater is the newer record.
+type _Recency = tuple[datetime, str]
+
+
+def _recency(last_seen_at: datetime | None, source_key: str) -> _Recency:
+    return (last_seen_at or _NEVER_SEEN, source_key)
+
+
+def _newest_per_device(
+    records: Sequence[DeviceRecord], stored: Mapping[tuple[DeviceSource, str], _StoredRecord]
+) -> list[DeviceRecord]:
+    """Of a page's keyed records, those newer than every other record of their device and source.
+
+    Two records of one source can name one device (a stale duplicate machine, a re-enrolment),
+    in one page or in different pages and polls. Upserting each page as it comes would let
+    whichever came last overwrite the other's columns, while `last_seen_at` (GREATEST) kept the
+    newer time: a row mixing two machines. So a record is written only when it beats the other
+    records of its source in the page and those stored before (`stored`, by source and compared
+    id, with their device key); a record that loses changes no column, only its identity.
     """
-    return sorted(records, key=lambda record: record.last_seen_at or _NEVER_SEEN)
+    identities = [SourceIdentity.of(record) for record in records]
+    in_page = {(identity.source, identity.source_key) for identity in identities}
+    newest: dict[tuple[str, DeviceSource], tuple[_Recency, DeviceRecord | None]] = {}
+    for (source, source_key), (key, last_seen_at) in stored.items():
+        if (source, source_key) in in_page:
+            continue  # the page's record replaces what is stored of itself
+        recency = _recency(last_seen_at, source_key)
+        kept = newest.get((key, source))
+        if kept is None or recency > kept[0]:
+            newest[key, source] = (recency, None)
+    for record, identity in zip(records, identities, strict=True):
+        recency = _recency(record.last_seen_at, identity.source_key)
+        kept = newest.get((record.microsoft_device_id, identity.source))
+        if kept is None or recency > kept[0]:
+            newest[record.microsoft_device_id, identity.source] = (recency, record)
+    return [record for _, record in newest.values() if record is not None]
 
 
 def _newer(stored: ColumnElement[Any], incoming: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -157,7 +197,8 @@ _PAGE_IDENTITIES: Final = text(
         SELECT microsoft_device_id FROM avian_workers.edr_device_identities
         WHERE tenant_id = :tenant_id AND host_label = ANY(CAST(:host_labels AS text[]))
     )
-    SELECT microsoft_device_id, source, source_id, aad_device_id, hostname
+    SELECT microsoft_device_id, source, source_id, aad_device_id, hostname, source_key,
+           last_seen_at
     FROM avian_workers.edr_device_identities
     WHERE tenant_id = :tenant_id AND microsoft_device_id IN (SELECT microsoft_device_id FROM named)
     ORDER BY source, source_id
@@ -213,9 +254,16 @@ class TenantStore:
 
     def page_index(self, conn: Connection, lookup: IdentityLookup) -> DeviceIdentityIndex:
         """An index of the stored identities of every device `lookup` can name (one query)."""
+        return self._page_identities(conn, lookup)[0]
+
+    def _page_identities(
+        self, conn: Connection, lookup: IdentityLookup
+    ) -> tuple[DeviceIdentityIndex, dict[tuple[DeviceSource, str], _StoredRecord]]:
+        """`page_index`, and each identity's device key and last-seen time by source and key."""
         index = DeviceIdentityIndex()
+        stored: dict[tuple[DeviceSource, str], _StoredRecord] = {}
         if not lookup:
-            return index
+            return index, stored
         params = {
             "tenant_id": self.tenant_id,
             "defender_ids": sorted(lookup.defender_ids),
@@ -223,20 +271,22 @@ class TenantStore:
             "aad_ids": sorted(lookup.aad_ids),
             "host_labels": sorted(lookup.host_labels),
         }
-        for key, source, source_id, aad_device_id, hostname in conn.execute(
-            _PAGE_IDENTITIES, params
-        ):
-            index.remember(key, SourceIdentity(source, source_id, aad_device_id, hostname))
-        return index
+        for row in conn.execute(_PAGE_IDENTITIES, params):
+            key = row.microsoft_device_id
+            index.remember(
+                key, SourceIdentity(row.source, row.source_id, row.aad_device_id, row.hostname)
+            )
+            stored[row.source, row.source_key] = (key, row.last_seen_at)
+        return index, stored
 
     # -- devices ---------------------------------------------------------------------------
 
     def write_defender_devices(self, records: Sequence[DeviceRecord]) -> int:
         """Key one page of Defender machines (merge.DeviceIdentityIndex), upsert; returns rows."""
         with self.engine.begin() as conn:
-            index = self.page_index(conn, IdentityLookup.of_devices(records))
-            records = _oldest_first(index.assign(record) for record in records)
-            rows = [self._device_row(record) for record in records]
+            index, stored = self._page_identities(conn, IdentityLookup.of_devices(records))
+            records = [index.assign(record) for record in records]
+            rows = [self._device_row(record) for record in _newest_per_device(records, stored)]
             upsert(
                 conn,
                 EdrDevice,
@@ -246,7 +296,7 @@ class TenantStore:
                 merge=_DEFENDER_PAGE_MERGE,
             )
             self._write_identities(conn, records)
-        return len({row["microsoft_device_id"] for row in rows})
+        return len({record.microsoft_device_id for record in records})
 
     def write_intune_devices(
         self,
@@ -263,14 +313,13 @@ class TenantStore:
         rules.
         """
         with self.engine.begin() as conn:
-            index = self.page_index(conn, IdentityLookup.of_devices(records))
-            records = _oldest_first(index.assign(record) for record in records)
+            index, stored = self._page_identities(conn, IdentityLookup.of_devices(records))
+            records = [index.assign(record) for record in records]
+            newest = _newest_per_device(records, stored)
             defender_keys = index.keys_known_to("defender")
-            merged = [
-                self._device_row(r) for r in records if r.microsoft_device_id in defender_keys
-            ]
+            merged = [self._device_row(r) for r in newest if r.microsoft_device_id in defender_keys]
             intune_only = [
-                self._device_row(r) for r in records if r.microsoft_device_id not in defender_keys
+                self._device_row(r) for r in newest if r.microsoft_device_id not in defender_keys
             ]
             upsert(
                 conn,
@@ -290,8 +339,9 @@ class TenantStore:
             )
             self._write_identities(conn, records)
             if compliance:
-                self._write_compliance(conn, records, compliance, failed_rules_known)
-        return len({row["microsoft_device_id"] for row in merged + intune_only})
+                # Only the newest enrolment of a device speaks for its compliance.
+                self._write_compliance(conn, newest, compliance, failed_rules_known)
+        return len({record.microsoft_device_id for record in records})
 
     def _device_row(self, record: DeviceRecord) -> dict[str, Any]:
         row = {name: getattr(record, name) for name in _DEVICE_COLUMNS}
@@ -314,6 +364,7 @@ class TenantStore:
                     "source_key": identity.source_key,
                     "aad_key": folded_id(identity.aad_device_id),
                     "host_label": host_label(identity.hostname),
+                    "last_seen_at": record.last_seen_at,
                 }
             )
         upsert(conn, EdrDeviceIdentity, rows, key=("tenant_id", "source", "source_id"))
@@ -325,12 +376,12 @@ class TenantStore:
         compliance: Sequence[ComplianceRecord],
         failed_rules_known: bool,
     ) -> None:
+        # `records` are one per device (`_newest_per_device`): an older enrolment's entry has no
+        # key here and is left out.
         keys = {r.intune_device_id: r.microsoft_device_id for r in records if r.intune_device_id}
         device_ids = _device_ids(conn, self.tenant_id, keys.values())
-        # `records` come oldest first: two enrolments of one device leave the newest's state.
-        order = {r.intune_device_id: position for position, r in enumerate(records)}
         rows = []
-        for entry in sorted(compliance, key=lambda e: order.get(e.intune_device_id, -1)):
+        for entry in compliance:
             device_id = device_ids.get(keys.get(entry.intune_device_id, ""))
             if device_id is None:
                 continue

@@ -203,6 +203,128 @@ def test_two_enrolments_of_one_device_in_a_page_leave_the_newest_ones_compliance
     assert row.last_seen_at == datetime(2024, 12, 9, 9, 30, tzinfo=UTC)
 
 
+def stale_machine(**overrides: Any) -> dict[str, Any]:
+    """The old record Defender keeps of a re-onboarded PC: same Azure AD id, other machine id."""
+    machine: dict[str, Any] = {
+        "id": OTHER_MACHINE_ID,
+        "lastSeen": "2024-06-01T08:00:00Z",
+        "riskScore": "Low",
+        "healthStatus": "Inactive",
+        "exposureLevel": "High",
+    }
+    return defender_machine(**(machine | overrides))
+
+
+@pytest.mark.parametrize("stale_later", [True, False], ids=["stale later", "stale earlier"])
+def test_two_machines_of_one_device_on_different_pages_leave_the_newest_ones_columns(
+    db: Engine, store: TenantStore, tenant_id: uuid.UUID, stale_later: bool
+) -> None:
+    current = defender_machine(riskScore="High", healthStatus="Active", exposureLevel="Low")
+
+    for page in ([current], [stale_machine()]) if stale_later else ([stale_machine()], [current]):
+        write_defender(store, *page)
+
+    (row,) = device_rows(db, tenant_id).values()
+    assert (row.defender_health_status, row.risk_score, row.exposure_level) == (
+        "Active",
+        90,
+        "Low",
+    )
+    assert row.last_seen_at == datetime(2024, 12, 9, 9, 58, 11, 713036, tzinfo=UTC)
+
+
+def test_a_stale_machine_listed_first_in_a_later_poll_changes_nothing_stored(
+    db: Engine, store: TenantStore, tenant_id: uuid.UUID
+) -> None:
+    current = defender_machine(riskScore="High")
+    write_defender(store, current)
+    write_defender(store, stale_machine())
+    write_intune(store, managed_device())
+    with db.connect() as conn:
+        before = conn.execute(text("SELECT * FROM edr_devices")).all()
+
+    write_defender(store, stale_machine())  # the next poll's first page
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT * FROM edr_devices")).all() == before
+    write_defender(store, current)
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT * FROM edr_devices")).all() == before
+
+
+def test_the_newest_machine_updates_its_device_though_intune_saw_the_device_later(
+    db: Engine, store: TenantStore, tenant_id: uuid.UUID
+) -> None:
+    write_defender(store, defender_machine(lastSeen="2024-12-09T09:00:00Z", riskScore="Medium"))
+    write_defender(store, stale_machine())
+    write_intune(store, managed_device(lastSyncDateTime="2024-12-09T09:30:00Z"))
+
+    write_defender(store, defender_machine(lastSeen="2024-12-09T09:10:00Z", riskScore="High"))
+
+    (row,) = device_rows(db, tenant_id).values()
+    assert row.risk_score == 90
+    assert row.last_seen_at == datetime(2024, 12, 9, 9, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("unseen_later", [True, False], ids=["unseen later", "unseen earlier"])
+def test_a_machine_never_seen_does_not_overwrite_one_that_was(
+    db: Engine, store: TenantStore, tenant_id: uuid.UUID, unseen_later: bool
+) -> None:
+    seen, unseen = defender_machine(riskScore="High"), stale_machine(lastSeen=None)
+
+    for page in ([seen], [unseen]) if unseen_later else ([unseen], [seen]):
+        write_defender(store, *page)
+
+    (row,) = device_rows(db, tenant_id).values()
+    assert (row.defender_health_status, row.risk_score) == ("Active", 90)
+
+
+def test_machines_of_one_device_seen_at_the_same_moment_leave_the_same_columns_in_any_order(
+    db: Engine,
+) -> None:
+    first = defender_machine(riskScore="High")
+    second = stale_machine(lastSeen=first["lastSeen"])
+    columns = []
+    for pages in (([first], [second]), ([second], [first]), ([first, second],)):
+        tenant = add_tenant_row(db)
+        for page in pages:
+            write_defender(TenantStore(db, tenant), *page)
+        (row,) = device_rows(db, tenant).values()
+        columns.append((row.defender_health_status, row.risk_score, row.exposure_level))
+
+    assert len(set(columns)) == 1
+
+
+@pytest.mark.parametrize("defender_known", [True, False], ids=["with defender", "intune only"])
+@pytest.mark.parametrize("stale_later", [True, False], ids=["stale later", "stale earlier"])
+def test_two_enrolments_of_one_device_on_different_pages_leave_the_newest_ones_columns(
+    db: Engine, store: TenantStore, tenant_id: uuid.UUID, stale_later: bool, defender_known: bool
+) -> None:
+    current = managed_device(complianceState="compliant")
+    stale = managed_device(
+        id=OTHER_INTUNE_ID,
+        deviceName="PC01-OLD",
+        lastSyncDateTime="2024-06-01T08:00:00Z",
+        complianceState="noncompliant",
+        managementState="retirePending",
+        userPrincipalName="grace@contoso.com",
+    )
+    if defender_known:
+        write_defender(store, defender_machine())
+
+    for page in ([current], [stale]) if stale_later else ([stale], [current]):
+        write_intune(store, *page)
+
+    (row,) = device_rows(db, tenant_id).values()
+    (compliance,) = compliance_rows(db)
+    assert (row.intune_compliance_state, row.intune_enrollment_status, row.primary_user) == (
+        "compliant",
+        "managed",
+        "ada@contoso.com",
+    )
+    assert row.device_name == ("pc01.contoso.local" if defender_known else "PC01")
+    assert compliance.compliance_state == "compliant"
+
+
 def test_writing_the_same_pages_again_changes_no_row(
     db: Engine, store: TenantStore, tenant_id: uuid.UUID
 ) -> None:
