@@ -1,8 +1,9 @@
 """metrics-aggregation: one `firewall_metrics_rollup` row per active firewall per finished UTC day.
 
-Scheduled at 00:00 UTC without parameters, a run rolls up the day before the date it was
-scheduled for (yesterday, unless the run started late: it still covers its own day) and
-re-aggregates the METRICS_LATE_DAYS days before it, so data that arrived late is picked up. A
+Scheduled at 00:00 UTC without parameters, a run rolls up yesterday and re-aggregates the
+METRICS_LATE_DAYS days before it, so data that arrived late is picked up. A run that starts late
+(a work-pool outage) reaches back from the date it was scheduled for instead of today: the
+deployment runs one at a time and cancels the newer runs, so the one that runs covers theirs. A
 backfill is the same flow with `start_date`/`end_date` (inclusive). Devices are those with status 'active'; given
 `device_ids` select exactly those devices whatever their status, so a firewall that has since
 gone inactive can still be backfilled by naming it.

@@ -21,19 +21,21 @@ def days_to_aggregate(
 ) -> list[date]:
     """The days of a run, oldest first; ValueError names what is wrong with a bad range.
 
-    No dates: the day before `scheduled_on` (the date the nightly run was scheduled for; by
-    default today) and the `late_days` days before that. A nightly run that starts late still
-    covers the days it was scheduled for, never a window shifted by its delay. Only
-    `start_date`: from it to yesterday. Only `end_date`: that one day. Today and later are
+    No dates (the nightly run): from `late_days` days before the day before `scheduled_on` (the
+    date the run was scheduled for; by default today) through yesterday. A run that starts late
+    covers its own days and every day since, so nothing is left out when the newer runs of an
+    outage are cancelled (the deployment runs one at a time, CANCEL_NEW). Only `start_date`:
+    from it to yesterday. Only `end_date`: that one day. Today and later are
     refused (an unfinished day would get a partial row), and so are days retention would delete
     at once.
     """
     yesterday = today - timedelta(days=1)
     cutoff = retention_cutoff(today, retention_days)
     if start_date is None and end_date is None:
-        # A run started before its scheduled date (by hand) must not reach an unfinished day.
-        end_date = min(yesterday, (scheduled_on or today) - timedelta(days=1))
-        start_date = max(end_date - timedelta(days=late_days), cutoff)
+        # min(): a run started before its scheduled date (by hand) starts as one started today.
+        scheduled_yesterday = min(scheduled_on or today, today) - timedelta(days=1)
+        start_date = max(scheduled_yesterday - timedelta(days=late_days), cutoff)
+        end_date = yesterday
     else:
         end_date = yesterday if end_date is None else end_date
         start_date = end_date if start_date is None else start_date

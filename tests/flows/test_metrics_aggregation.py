@@ -364,7 +364,7 @@ def test_nightly_run_covers_yesterday_and_the_late_days_and_enforces_retention(
     assert [r["date"] for r in stored_rollups(db)] == [kept, late_day]
 
 
-def test_a_nightly_run_that_starts_late_covers_the_days_it_was_scheduled_for(
+def test_a_nightly_run_that_starts_late_covers_its_own_days_and_every_day_since(
     db: Engine, keys: RedisKeys
 ) -> None:
     add_devices(db)
@@ -378,11 +378,10 @@ def test_a_nightly_run_that_starts_late_covers_the_days_it_was_scheduled_for(
 
     summary = cast("AggregationSummary", run_flow(metrics_aggregation, flow_run=scheduled_run))
 
-    yesterday_then = scheduled_on - timedelta(days=1)
+    # Its own three days, and every day since: the newer runs of the outage were cancelled.
+    first, yesterday = scheduled_on - timedelta(days=3), utc_today() - timedelta(days=1)
     assert [r.day for r in summary.days] == [
-        yesterday_then - timedelta(days=2),
-        yesterday_then - timedelta(days=1),
-        yesterday_then,
+        first + timedelta(days=n) for n in range((yesterday - first).days + 1)
     ]
 
 
