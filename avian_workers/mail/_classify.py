@@ -29,18 +29,17 @@ ALERT_TYPES: tuple[str, ...] = (
 )
 GENERIC_ALERT_TYPE = "security_alert"
 
-# A link or tunnel going down. Not what a firewall drops or loses as traffic ("packet dropped on
-# X1" is a blocked packet), and not a failed sign-in ("IPsec Authentication Failed" is a wrong
-# key or password: the generic security type, never a tunnel down).
-_TRAFFIC = r"(?<!packet\s)(?<!packets\s)(?<!traffic\s)(?<!frame\s)(?<!frames\s)"
-_SIGN_IN = r"(?<!authentication\s)(?<!auth\s)(?<!login\s)(?<!logon\s)(?<!password\s)"
-_DOWN = (
-    r"(?:down|disconnected|offline|unreachable|terminated"
-    rf"|{_TRAFFIC}(?:lost|dropped)(?!\s+(?:packets?|traffic|frames?)\b)"
-    rf"|{_SIGN_IN}(?:failed|failure))"
+_DOWN = r"(?:down|disconnected|offline|unreachable|lost|dropped|failed|failure|terminated)"
+# A link or tunnel that came back: like a down word, it makes the down types (at `info`, see
+# _RECOVERY), so "WAN connection restored" is the WAN's news, not a generic security alert.
+_BACK = (
+    r"(?:restored|recovered|re-?established|reconnected|back\s+(?:up|online)|up\s+again"
+    r"|online\s+again|came\s+back)"
 )
+_LINK_STATE = rf"(?:{_DOWN}|{_BACK})"
+_LINK = r"(?:VPN|IPsec|tunnels?|WAN|interfaces?|links?|connections?|peers?)"
 DOWN_TYPES = frozenset({"vpn_down", "wan_down", "interface_down"})
-"""Types that name a link or tunnel going down; a recovery message of one is `info`."""
+"""Types of a link or tunnel going down, or coming back (then `info`, see reports_recovery)."""
 
 
 def _rule(*patterns: str) -> re.Pattern[str]:
@@ -64,17 +63,20 @@ _TYPE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "vpn_down",
         _rule(
-            rf"\b(?:VPN|IPsec)\b.{{0,60}}?\b{_DOWN}\b",
-            rf"\b{_DOWN}\b.{{0,30}}?\b(?:VPN|IPsec)\b",
-            rf"\btunnels?\b.{{0,20}}?\b{_DOWN}\b",
+            rf"\b(?:VPN|IPsec)\b.{{0,60}}?\b{_LINK_STATE}\b",
+            rf"\b{_LINK_STATE}\b.{{0,30}}?\b(?:VPN|IPsec)\b",
+            rf"\btunnels?\b.{{0,20}}?\b{_LINK_STATE}\b",
         ),
     ),
-    ("wan_down", _rule(rf"\bWAN\b.{{0,60}}?\b{_DOWN}\b", rf"\b{_DOWN}\b.{{0,30}}?\bWAN\b")),
+    (
+        "wan_down",
+        _rule(rf"\bWAN\b.{{0,60}}?\b{_LINK_STATE}\b", rf"\b{_LINK_STATE}\b.{{0,30}}?\bWAN\b"),
+    ),
     (
         "interface_down",
         _rule(
-            rf"\b(?:interface|link)\b.{{0,40}}?\b{_DOWN}\b",
-            rf"\b{_DOWN}\b.{{0,30}}?\binterface\b",
+            rf"\b(?:interface|link)\b.{{0,40}}?\b{_LINK_STATE}\b",
+            rf"\b{_LINK_STATE}\b.{{0,30}}?\binterface\b",
         ),
     ),
     (
@@ -98,11 +100,25 @@ _TYPE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
 )
 
-# The link or tunnel is back: "VPN tunnel re-established", "WAN connection restored after being
-# down for 5 minutes". Only explicit words: "link is up" may speak of the failover link.
+# Down words that do not speak of a link or tunnel: traffic a firewall dropped or lost, and a
+# failed sign-in. They are blanked out before the down types are looked for, so "VPN tunnel down:
+# IKE authentication failed" stays vpn_down, while "VPN login attempt failed" and "3 packets were
+# dropped on interface X1" are not links down.
+_NOT_A_LINK_STATE = _rule(
+    r"\b(?:packets?|traffic|frames?|datagrams?)\b.{0,25}?\b(?:dropped|lost|discarded)\b",
+    r"\b(?:dropped|lost|discarded)\b.{0,25}?\b(?:packets?|traffic|frames?|datagrams?)\b",
+    r"\b(?:authentication|auth|log-?in|logon|sign-?in|password|credentials?)\b.{0,25}?"
+    r"\b(?:failed|failure|denied|rejected)\b",
+)
+
+# The link or tunnel itself came back: its name, at most two more words (none a down word), then
+# the recovery ("VPN tunnel HQ-to-Branch re-established", "WAN connection restored"), or the
+# other way round ("Restored WAN connection"). Tying the two together keeps "Interface X1 down;
+# service restored via X2" an outage.
 _RECOVERY = _rule(
-    r"\b(?:restored|recovered|re-?established|reconnected|resumed)\b",
-    r"\b(?:back\s+(?:up|online)|up\s+again|online\s+again|came\s+back)\b",
+    rf"\b{_LINK}\b(?:\s+(?!{_DOWN}\b)[\w.:/-]+){{0,2}}?\s+"
+    rf"(?:(?:is|was|has\s+been|have\s+been)\s+)?{_BACK}\b",
+    rf"\b{_BACK}\s+(?:the\s+)?(?:[\w.:/-]+\s+)?{_LINK}\b",
 )
 
 # Words that make free-text mail an alert even when no specific type applies.
@@ -159,14 +175,20 @@ _FIRST_WORD = re.compile(r"[\s\[(\"']*([A-Za-z]+|[0-9]+)(?![A-Za-z0-9])")
 def specific_alert_type(texts: Iterable[str]) -> str | None:
     """The most specific alert type named in the first of `texts` that names one."""
     for text in texts:
+        link_text: str | None = None
         for alert_type, pattern in _TYPE_RULES:
-            if pattern.search(text):
+            if alert_type in DOWN_TYPES:
+                if link_text is None:
+                    link_text = _NOT_A_LINK_STATE.sub(" ", text)
+                if pattern.search(link_text):
+                    return alert_type
+            elif pattern.search(text):
                 return alert_type
     return None
 
 
 def reports_recovery(texts: Iterable[str]) -> bool:
-    """True when one of `texts` says a link or tunnel came back (see DOWN_TYPES)."""
+    """True when one of `texts` says a link or tunnel itself came back (see DOWN_TYPES)."""
     return any(_RECOVERY.search(text) for text in texts)
 
 

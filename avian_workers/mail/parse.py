@@ -348,10 +348,8 @@ def _alert(event: _Event, envelope: _Envelope) -> ParsedAlert | None:
         # The link or tunnel is back: worth a line on the firewall's timeline, not a page. A
         # firewall states the severity of the event category, the same for down and back up.
         metadata["recovery"] = True
-        if severity != "info":
-            metadata["severity_stated"] = severity
-            metadata["severity_source"] = "recovery"
-            severity = "info"
+        metadata["severity_stated"] = severity  # severity_source still says where it came from
+        severity = "info"
     occurred_at = _occurred_at(fields, envelope, metadata)
     message = message_text or envelope.subject or envelope.headline or alert_type.replace("_", " ")
     return ParsedAlert(

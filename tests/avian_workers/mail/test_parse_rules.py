@@ -195,13 +195,21 @@ def test_severity_words_in_the_subject_do_not_set_the_severity() -> None:
         ("Gateway Anti-Virus Alert: connection from WAN dropped", "gav_alert"),
         # a blocked packet is not a link down, a failed sign-in is not a tunnel down
         ("Alert: Packet dropped on interface X1", "security_alert"),
+        ("Alert: Packet(s) dropped on interface X1", "security_alert"),
         ("Alert: dropped packets on interface X2 (policy)", "security_alert"),
+        ("Alert: 3 packets were dropped on interface X1", "security_alert"),
+        ("Alert: Dropped 12 packets on interface X2", "security_alert"),
         ("Alert: packets lost on link X3", "security_alert"),
         ("IPsec Authentication Failed: peer 203.0.113.9 alert", "security_alert"),
         ("VPN login failure for user bob: alert", "security_alert"),
+        ("VPN user login attempt failed: alert", "security_alert"),
+        ("VPN: authentication has failed for user bob (alert)", "security_alert"),
+        ("VPN password check failed: alert", "security_alert"),
         ("WAN connection dropped", "wan_down"),
         ("Interface X1 link lost", "interface_down"),
         ("IKE negotiation failed: VPN tunnel HQ-to-Branch", "vpn_down"),
+        ("VPN Tunnel Down - Peer IKE authentication failed", "vpn_down"),
+        ("Dropped packet: interface X1 down", "interface_down"),
     ],
 )
 def test_subject_names_the_alert_type(subject: str, alert_type: str) -> None:
@@ -235,6 +243,9 @@ def test_type_words_inside_other_words_do_not_count(subject: str) -> None:
         ("VPN tunnel HQ-to-Branch re-established after being down", "vpn_down"),
         ("WAN connection restored (was offline for 5 minutes)", "wan_down"),
         ("Interface X3 link back up after going down", "interface_down"),
+        ("VPN Tunnel Re-established", "vpn_down"),
+        ("Alert: WAN connection restored", "wan_down"),
+        ("Restored WAN connection on X1", "wan_down"),
     ],
 )
 def test_a_link_or_tunnel_that_came_back_is_its_type_at_info_severity(
@@ -247,11 +258,21 @@ def test_a_link_or_tunnel_that_came_back_is_its_type_at_info_severity(
     assert alert.metadata["severity_stated"] == "high"
 
 
-def test_a_failover_link_that_is_up_does_not_make_a_wan_outage_a_recovery() -> None:
-    subject = "WAN Down: primary WAN offline, failover link is up"
+@pytest.mark.parametrize(
+    ("subject", "alert_type"),
+    [
+        ("WAN Down: primary WAN offline, failover link is up", "wan_down"),
+        ("WAN Down: primary WAN offline, traffic resumed on failover link X2", "wan_down"),
+        ("Interface X1 down; service restored via X2", "interface_down"),
+        ("VPN tunnel down, retry resumed in 30s", "vpn_down"),
+    ],
+)
+def test_an_outage_that_mentions_something_else_coming_back_stays_an_outage(
+    subject: str, alert_type: str
+) -> None:
     alert = only_alert(make_mail("Serial Number: 1\nSeverity: High\n", subject=subject))
 
-    assert (alert.alert_type, alert.severity) == ("wan_down", "high")
+    assert (alert.alert_type, alert.severity) == (alert_type, "high")
     assert "recovery" not in alert.metadata
 
 
