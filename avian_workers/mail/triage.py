@@ -78,7 +78,7 @@ _HEADER_PARSER = BytesHeaderParser(policy=compat32)
 
 @dataclass(frozen=True, slots=True, order=True)
 class MessageKey:
-    """The ledger key of a message: Message-ID (or mailbox UID) and the hash of its bytes."""
+    """The ledger key of a message: its Message-ID (or NO_MESSAGE_ID_KEY) and its bytes' hash."""
 
     message_key: str
     raw_sha256: str

@@ -11,7 +11,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, text
 
 from avian_workers.db.check import find_schema_problems
+from avian_workers.db.migrate import upgrade
 from avian_workers.db.models import PLATFORM_TABLES, WORKERS_SCHEMA, Base
+from avian_workers.mail.triage import NO_MESSAGE_ID_KEY
+from avian_workers.settings import load_settings
 from tests.plugins.services import ADMIN_DSN
 
 CONTRACT_UNIQUE_KEYS = {
@@ -224,3 +227,43 @@ def test_check_names_a_role_that_may_not_create_temporary_tables(scratch_db: str
     ]
     assert result.returncode == 1
     assert "may not create temporary tables" in result.stdout
+
+
+def test_ledger_rows_keyed_by_uid_are_renamed_to_the_key_of_their_bytes(
+    scratch_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", scratch_db)
+    upgrade(load_settings(), "0008")
+    rows = [  # (message_key, raw_sha256, uidvalidity, uid)
+        ("uid:7:1", "a" * 64, 7, 1),  # handled before the upgrade
+        ("uid:7:2", "b" * 64, 7, 2),  # one message recorded twice under two UIDVALIDITYs:
+        ("uid:8:5", "b" * 64, 8, 5),  # only one row can take the new key
+        ("<m1@example.com>", "c" * 64, 7, 3),  # a Message-ID stays as it is
+        ("uid:1:1", "d" * 64, 7, 4),  # not its own position: not an old UID key
+    ]
+    eng = _sqlalchemy(scratch_db)
+    with eng.begin() as conn:
+        for key, sha, uidvalidity, uid in rows:
+            conn.execute(
+                text(
+                    "INSERT INTO avian_workers.mail_ledger"
+                    " (message_key, raw_sha256, mailbox, uidvalidity, uid, outcome)"
+                    " VALUES (:key, :sha, 'INBOX', :uidvalidity, :uid, 'alert')"
+                ),
+                {"key": key, "sha": sha, "uidvalidity": uidvalidity, "uid": uid},
+            )
+
+    upgrade(load_settings())
+
+    with eng.connect() as conn:
+        keys = conn.execute(
+            text("SELECT message_key, uid FROM avian_workers.mail_ledger ORDER BY uid")
+        ).all()
+    eng.dispose()
+    assert [tuple(row) for row in keys] == [
+        (NO_MESSAGE_ID_KEY, 1),
+        (NO_MESSAGE_ID_KEY, 2),
+        ("<m1@example.com>", 3),
+        ("uid:1:1", 4),
+        ("uid:8:5", 5),
+    ]
