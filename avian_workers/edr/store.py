@@ -20,6 +20,10 @@ record seen last (`lastSeen` / `lastSyncDateTime`; a record never seen loses to 
 equal times go to the greater id), whether the other record comes in the same page, a later
 page or a later poll: each identity keeps its record's own last-seen time, and a page writes a
 device only from a record newer than every other record of its source (`_newest_per_device`).
+Limits: a record Microsoft no longer lists still counts with the time it was last seen, so the
+row keeps its columns until another record of the device is seen later (it was the device's
+latest word). Identities stored before their last-seen time was kept count as never seen until
+their record is listed again.
 """
 
 from __future__ import annotations

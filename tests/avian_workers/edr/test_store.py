@@ -242,6 +242,8 @@ def test_a_stale_machine_listed_first_in_a_later_poll_changes_nothing_stored(
     write_intune(store, managed_device())
     with db.connect() as conn:
         before = conn.execute(text("SELECT * FROM edr_devices")).all()
+    (row,) = device_rows(db, tenant_id).values()
+    assert (row.defender_health_status, row.risk_score) == ("Active", 90)  # the current machine
 
     write_defender(store, stale_machine())  # the next poll's first page
     with db.connect() as conn:
