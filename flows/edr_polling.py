@@ -15,11 +15,13 @@ storage when unset); that cached value is a report of counts, never a client or 
 Nothing else is cached or persisted: a tenant's credentials and tokens live only in its own
 task, for its own run.
 
-A 403 is a warning on that dataset; an unreadable secret, a refused token, a spent retry budget
-or an unreachable database fails the tenant; any other error fails that dataset and the tenant,
-and the remaining datasets still run. The run is Completed when at least one tenant succeeded
-(or there was none to poll) and Failed when every tenant failed, and it always leaves a table
-artifact with one row per tenant.
+A 403 is a warning on that dataset; an unreadable secret, a token Entra ID refuses to issue, a
+spent retry budget or an unreachable database fails the tenant; any other error fails that
+dataset and the tenant, and the remaining datasets still run. An API answering 401 even to a
+fresh token (Graph or Defender) fails the dataset that met it and the tenant; that API's later
+datasets are not requested ('not run'), the other API's datasets still run. The run is Completed
+when at least one tenant succeeded (or there was none to poll) and Failed when every tenant
+failed, and it always leaves a table artifact with one row per tenant.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ from avian_workers.edr.sync import (
 from avian_workers.locks import hold
 from avian_workers.logs import bind, get_logger
 from avian_workers.microsoft import (
+    Api,
     HttpPolicy,
     MicrosoftEndpoints,
     MicrosoftError,
@@ -95,10 +98,10 @@ from flows._common import (
 
 LOCK_SCOPE: Final = "edr-tenant"
 
-# Errors after which the tenant's other datasets cannot succeed either.
+# Errors after which the tenant's other datasets cannot succeed either. A TokenRejectedError is
+# not one: it concerns the API that answered 401 alone (see _Datasets).
 _TENANT_FATAL: tuple[type[BaseException], ...] = (
     TenantAuthError,
-    TokenRejectedError,
     RetryBudgetExceededError,
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
@@ -345,24 +348,61 @@ def poll_tenant(tenant: TenantRow, context: PollingContext) -> TenantReport:
     return report
 
 
+# The API each dataset is read from.
+_DATASET_APIS: Final[dict[str, Api]] = {
+    "defender devices": "defender",
+    "compliance rules": "graph",
+    "intune devices": "graph",
+    "alerts": "graph",
+    "vulnerabilities": "defender",
+    "secure score": "graph",
+}
+
+
 class _Datasets:
-    """The reports of one tenant's datasets, in order; a dataset's own failure becomes its report."""
+    """The reports of one tenant's datasets, in order; a dataset's own failure becomes its report.
+
+    An API that answers 401 even to a fresh token fails the dataset that met it; its later
+    datasets are not requested (reported 'not run'), while those of the other API, which has
+    tokens of its own, still run.
+    """
 
     def __init__(self) -> None:
         self.reports: list[DatasetReport] = []
+        self.rejected_by: dict[Api, str] = {}
+        """APIs that rejected the tenant's fresh token, each with the dataset that met the 401."""
 
     def run[**P, R](
         self, dataset: str, step: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R | None:
-        """`step`'s result, or None when it failed in a way later datasets survive."""
+        """`step`'s result, or None when it failed or was not run; later datasets still run."""
+        api = _DATASET_APIS.get(dataset)
+        if api is not None and api in self.rejected_by:
+            get_logger().warning(
+                "Dataset not requested: its API rejects the tenant's token",
+                dataset=dataset,
+                api=api,
+            )
+            detail = (
+                f"not requested: {api} answered 401 to a fresh token in {self.rejected_by[api]}"
+            )
+            self.reports.append(DatasetReport(dataset, "not run", detail=detail))
+            return None
         try:
             return step(*args, **kwargs)
         except _TENANT_FATAL:
             raise
-        except Exception as exc:
-            get_logger().error("Dataset failed", dataset=dataset, error=describe_error(exc))
-            self.reports.append(DatasetReport(dataset, "failed", detail=describe_error(exc)))
+        except TokenRejectedError as exc:
+            self.rejected_by.setdefault(exc.api, dataset)
+            self._failed(dataset, exc, api=exc.api)
             return None
+        except Exception as exc:
+            self._failed(dataset, exc)
+            return None
+
+    def _failed(self, dataset: str, exc: Exception, **context: str) -> None:
+        get_logger().error("Dataset failed", dataset=dataset, error=describe_error(exc), **context)
+        self.reports.append(DatasetReport(dataset, "failed", detail=describe_error(exc)))
 
     def add(self, *reports: DatasetReport | None) -> None:
         self.reports += [report for report in reports if report is not None]

@@ -1,6 +1,7 @@
 """Clients for Microsoft Entra ID, Graph and Defender for Endpoint, one tenant at a time."""
 
 from avian_workers.microsoft._config import (
+    Api,
     AppRegistration,
     ClientCredentials,
     HttpPolicy,
@@ -23,6 +24,7 @@ from avian_workers.microsoft.transport import ApiResponse, JsonObject, TenantHtt
 
 __all__ = [
     "AlertSweep",
+    "Api",
     "ApiResponse",
     "AppRegistration",
     "ClientCredentials",

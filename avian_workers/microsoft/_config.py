@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import SecretStr
+
+Api = Literal["graph", "defender"]
+"""The APIs a tenant's data is read from; each has its own base URL, scope and tokens."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from avian_workers.microsoft._config import Api
+
 
 class MicrosoftError(Exception):
     """Base of every failure raised by avian_workers.microsoft."""
@@ -17,7 +19,17 @@ class TenantAuthError(MicrosoftError):
 
 
 class TokenRejectedError(MicrosoftError):
-    """An API answered 401 even to a freshly issued token."""
+    """An API answered 401 even to a freshly issued token: the tenant's datasets on that API are
+    out of reach (a wrong audience, the API not provisioned for the tenant), not those of the
+    other API, whose tokens are its own."""
+
+    def __init__(self, message: str, api: Api):
+        super().__init__(message)
+        self.api: Api = api
+        """The API that rejected the token."""
+
+    def __reduce__(self) -> tuple[type[TokenRejectedError], tuple[str, Api]]:
+        return (type(self), (str(self), self.api))
 
 
 class PermissionMissingError(MicrosoftError):

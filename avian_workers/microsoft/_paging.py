@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+from avian_workers.microsoft._config import Api
 from avian_workers.microsoft._errors import UnexpectedResponseError
-from avian_workers.microsoft.transport import Api, ApiResponse, JsonObject, QueryParams, TenantHttp
+from avian_workers.microsoft.transport import ApiResponse, JsonObject, QueryParams, TenantHttp
 
 
 def follow_next_links(

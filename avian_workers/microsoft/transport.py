@@ -14,14 +14,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Protocol, Self
 
 import httpx
 import orjson
 import structlog
 import tenacity
 
-from avian_workers.microsoft._config import HttpPolicy, MicrosoftEndpoints
+from avian_workers.microsoft._config import Api, HttpPolicy, MicrosoftEndpoints
 from avian_workers.microsoft._errors import (
     MicrosoftError,
     PermissionMissingError,
@@ -38,7 +38,6 @@ from avian_workers.microsoft._pacing import (
     retry_after_seconds,
 )
 
-Api = Literal["graph", "defender"]
 JsonObject = dict[str, Any]
 QueryParams = Mapping[str, str | int]
 
@@ -201,7 +200,8 @@ class TenantHttp:
                 if response.status_code == 401:
                     raise TokenRejectedError(
                         f"{api} GET {url.path} answered 401 to a fresh token: "
-                        f"{_error_summary(response)}"
+                        f"{_error_summary(response)}",
+                        api=api,
                     )
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             self._budget.record_loss(self._clock() - started - paced)

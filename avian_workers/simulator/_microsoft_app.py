@@ -474,6 +474,11 @@ class MicrosoftSimulator:
             return tenant, unauthorized(api, "Lifetime validation failed, the token is expired.")
         if str(claims["jti"]) in tenant.revoked_tokens:
             return tenant, unauthorized(api, "The token has been revoked.")
+        if api in tenant.faults.tokens_rejected_by:
+            # As for a token of the wrong audience, or an API not provisioned for the tenant.
+            return tenant, unauthorized(
+                api, "Access token validation failure. The token is not valid for this API."
+            )
         faults = tenant.faults
         await delay(faults.latency)
         tenant.api_calls += 1

@@ -25,6 +25,7 @@ DATASETS: tuple[Dataset, ...] = (
     "alerts",
     "secureScores",
 )
+TOKEN_CHECKING_APIS: tuple[Api, ...] = ("graph", "defender")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Faults:
     forbidden: frozenset[Dataset] = frozenset()  # datasets answering 403
     defender_calls_per_minute: int = 0  # > 0: Defender answers 429 beyond this rolling rate
     defender_unlicensed: bool = False  # Defender's service principal is missing: no token for it
+    tokens_rejected_by: frozenset[Api] = frozenset()  # APIs answering 401 even to fresh tokens
 
     def __post_init__(self) -> None:
         if self.latency < 0 or self.retry_after_seconds < 0 or self.token_lifetime < 1:
@@ -60,7 +62,11 @@ class Faults:
         unknown = set(self.forbidden) - set(DATASETS)
         if unknown:
             raise ValueError(f"unknown datasets {sorted(unknown)}; known: {list(DATASETS)}")
+        refusing = set(self.tokens_rejected_by) - set(TOKEN_CHECKING_APIS)
+        if refusing:
+            raise ValueError(f"unknown APIs {sorted(refusing)}; known: {list(TOKEN_CHECKING_APIS)}")
         object.__setattr__(self, "forbidden", frozenset(self.forbidden))
+        object.__setattr__(self, "tokens_rejected_by", frozenset(self.tokens_rejected_by))
         object.__setattr__(self, "partial_alert_pages", frozenset(self.partial_alert_pages))
 
     @classmethod
@@ -76,6 +82,7 @@ class Faults:
         data = asdict(self)
         data["forbidden"] = sorted(self.forbidden)
         data["partial_alert_pages"] = sorted(self.partial_alert_pages)
+        data["tokens_rejected_by"] = sorted(self.tokens_rejected_by)
         return data
 
 

@@ -41,6 +41,7 @@ from avian_workers.db.models import (
     EdrVulnerability,
 )
 from avian_workers.edr.store import ALERTS, TenantRow, TenantStore
+from avian_workers.edr.sync import DatasetReport
 from avian_workers.microsoft import RetriesExhaustedError
 from avian_workers.redis_store import RedisKeys
 from avian_workers.simulator import Faults
@@ -498,6 +499,100 @@ def test_a_tenant_without_defender_still_gets_its_intune_and_graph_data(
     found = counts(db, tenant.id)
     assert found["edr_devices"] > 0
     assert found["edr_alerts"] > 0
+
+
+def datasets_of_a_failed_tenant(
+    state: State[PollingSummary], tenant: EdrTenant
+) -> dict[str, DatasetReport]:
+    """The run completed with `tenant` failed; its datasets' reports by name."""
+    assert state.is_completed()
+    report = summary_of(state)[tenant.name]
+    assert report.outcome == "failed"
+    return {d.dataset: d for d in report.datasets}
+
+
+def requests_to(world: MicrosoftSimulatorHandle, tenant: EdrTenant, api: str) -> list[Any]:
+    return [r for r in world.simulator.requests(tenant.simulated.spec.tenant_id) if r.api == api]
+
+
+def test_defender_rejecting_the_tenants_token_fails_its_datasets_and_graph_data_is_still_stored(
+    world: MicrosoftSimulatorHandle, db: Engine
+) -> None:
+    # Defender answers 401 even to a fresh token (wrong audience, Defender not provisioned),
+    # while Graph accepts the tenant's Graph token.
+    rejected = edr_tenant(
+        db, world, name="Defender 401", faults=Faults(tokens_rejected_by=frozenset({"defender"}))
+    )
+    other = edr_tenant(db, world, name="Unaffected", devices=10, alerts=5, policies=2)
+
+    state = poll(rejected, other)
+
+    datasets = datasets_of_a_failed_tenant(state, rejected)
+    assert {name: report.status for name, report in datasets.items()} == {
+        "defender devices": "failed",
+        "compliance rules": "ok",
+        "intune devices": "ok",
+        "compliance": "ok",
+        "alerts": "ok",
+        "vulnerabilities": "not run",
+        "posture": "not run",
+        "secure score": "ok",
+    }
+    assert re.search(r"defender GET \S+ answered 401", str(datasets["defender devices"].detail))
+    assert "defender answered 401" in str(datasets["vulnerabilities"].detail)
+    assert datasets["posture"].detail == (
+        "inputs not read: defender devices failed, vulnerabilities not run"
+    )
+    found = counts(db, rejected.id)
+    managed = rejected.simulated.managed_devices()
+    assert found["edr_devices"] == found["edr_compliance"] == len(managed)
+    assert found["edr_alerts"] == len(rejected.simulated.alerts())
+    assert found["edr_secure_scores"] == 1
+    assert found["edr_vulnerabilities"] == found["edr_posture_scores"] == 0
+    # Defender was asked once, with a fresh token after the 401; vulnerabilities never.
+    assert [(r.path, r.status) for r in requests_to(world, rejected, "defender")] == [
+        ("/defender/api/machines", 401),
+        ("/defender/api/machines", 401),
+    ]
+    rows = {row["tenant"]: row for row in artifact_rows(state)}
+    assert "401" in rows["Defender 401"]["error"]
+    assert summary_of(state)["Unaffected"].outcome == "succeeded"
+    assert_complete(db, other)
+
+
+def test_graph_rejecting_the_tenants_token_still_stores_the_defender_data(
+    world: MicrosoftSimulatorHandle, db: Engine
+) -> None:
+    tenant = edr_tenant(
+        db, world, name="Graph 401", faults=Faults(tokens_rejected_by=frozenset({"graph"}))
+    )
+    other = edr_tenant(db, world, name="Unaffected", devices=10, alerts=5, policies=2)
+
+    state = poll(tenant, other)
+
+    datasets = datasets_of_a_failed_tenant(state, tenant)
+    assert {name: report.status for name, report in datasets.items()} == {
+        "defender devices": "ok",
+        "compliance rules": "failed",
+        "intune devices": "not run",
+        "alerts": "not run",
+        "vulnerabilities": "ok",
+        "posture": "not run",
+        "secure score": "not run",
+    }
+    assert re.search(r"graph GET \S+ answered 401", str(datasets["compliance rules"].detail))
+    assert "graph answered 401" in str(datasets["secure score"].detail)
+    assert datasets["posture"].detail == (
+        "inputs not read: intune devices not run, compliance not run, alerts not run"
+    )
+    found, expected = counts(db, tenant.id), expected_counts(tenant)
+    assert found["edr_devices"] == len(tenant.simulated.machines())  # Defender's, none of Intune
+    assert found["edr_vulnerabilities"] == expected["edr_vulnerabilities"]
+    assert found["edr_device_vulnerabilities"] == expected["edr_device_vulnerabilities"]
+    assert found["edr_alerts"] == found["edr_secure_scores"] == found["edr_posture_scores"] == 0
+    # Graph was asked once, with a fresh token after the 401; its later datasets never.
+    assert [r.status for r in requests_to(world, tenant, "graph")] == [401, 401]
+    assert summary_of(state)["Unaffected"].outcome == "succeeded"
 
 
 def test_posture_is_not_scored_while_one_of_its_inputs_cannot_be_read(

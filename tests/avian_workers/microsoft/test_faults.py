@@ -6,7 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from avian_workers.microsoft import HttpPolicy, RetryBudgetExceededError, TenantClients
+from avian_workers.microsoft import (
+    HttpPolicy,
+    RetryBudgetExceededError,
+    TenantClients,
+    TokenRejectedError,
+)
 from avian_workers.simulator import Faults, SimulatedTenant
 from tests.avian_workers.microsoft.conftest import PATIENT, Connect, FakeClock
 from tests.plugins.microsoft_simulator import MicrosoftSimulatorHandle
@@ -120,6 +125,30 @@ def test_401_mid_paging_gets_a_fresh_token_and_resumes_the_same_page(
     for i in refused:
         retried = log[i + 1]
         assert (retried.path, retried.query, retried.status) == (log[i].path, log[i].query, 200)
+
+
+def test_an_api_rejecting_fresh_tokens_is_token_rejected_naming_it_and_the_other_api_reads(
+    microsoft_simulator: MicrosoftSimulatorHandle, connect: Connect
+) -> None:
+    tenant = microsoft_simulator.add_tenant(
+        faults=Faults(tokens_rejected_by=frozenset({"defender"})), **SIZES
+    )
+
+    with connect(tenant) as clients:
+        with pytest.raises(TokenRejectedError, match="answered 401 to a fresh token") as caught:
+            list(clients.defender.machines())
+        alerts = [
+            a["id"] for page in clients.graph.alerts_updated_since(WEEK_AGO).pages() for a in page
+        ]
+
+    assert caught.value.api == "defender"
+    assert alerts == expected(tenant)["alerts"]
+    defender_calls = [
+        r
+        for r in microsoft_simulator.simulator.requests(tenant.spec.tenant_id)
+        if r.api == "defender"
+    ]
+    assert [r.status for r in defender_calls] == [401, 401]  # the token, then a fresh one
 
 
 def test_tenant_that_never_recovers_stops_at_its_retry_budget(

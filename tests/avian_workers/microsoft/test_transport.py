@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -232,8 +233,15 @@ def test_401_to_a_fresh_token_is_token_rejected(make_http: Callable[..., TenantH
         401, json={"error": {"code": "InvalidAuthenticationToken", "message": "Invalid audience."}}
     )
 
-    with pytest.raises(TokenRejectedError, match="InvalidAuthenticationToken: Invalid audience"):
+    with pytest.raises(
+        TokenRejectedError, match="InvalidAuthenticationToken: Invalid audience"
+    ) as caught:
         graph_get(make_http(Script(refused)))
+
+    assert caught.value.api == "graph"
+    # A failed cadenced task stores it in Prefect's result storage and reads it back.
+    copy = pickle.loads(pickle.dumps(caught.value))  # noqa: S301 - our own object, round trip
+    assert (str(copy), copy.api) == (str(caught.value), "graph")
 
 
 def test_403_is_permission_missing_naming_the_path(make_http: Callable[..., TenantHttp]) -> None:

@@ -220,6 +220,25 @@ def test_forbidden_dataset_answers_403_naming_the_role(
     assert "SecurityAlert.Read.All" in response.json()["error"]["message"]
 
 
+def test_an_api_rejecting_tokens_answers_401_to_fresh_ones_while_the_other_api_accepts(
+    microsoft_simulator: MicrosoftSimulatorHandle, http: httpx.Client
+) -> None:
+    tenant = microsoft_simulator.add_tenant(
+        faults=Faults(tokens_rejected_by=frozenset({"defender"}))
+    )
+
+    refusals = [defender(http, tenant, MACHINES) for _ in range(2)]  # each with a fresh token
+
+    assert [r.status_code for r in refusals] == [401, 401]
+    assert refusals[0].json()["error"]["code"] == "Unauthorized"
+    assert graph(http, tenant, ALERTS).status_code == 200
+
+
+def test_only_graph_and_defender_can_reject_tokens() -> None:
+    with pytest.raises(ValueError, match="unknown APIs"):
+        Faults(tokens_rejected_by=frozenset({"identity"}))
+
+
 def test_partial_alert_page_answers_206_and_misses_an_alert(
     microsoft_simulator: MicrosoftSimulatorHandle, http: httpx.Client
 ) -> None:
@@ -265,12 +284,17 @@ def test_admin_api_changes_a_tenants_faults(
 
     changed = http.put(
         f"/_simulator/tenants/{tenant.spec.tenant_id}/faults",
-        json={"latency": 0.01, "forbidden": ["secureScores"]},
+        json={"latency": 0.01, "forbidden": ["secureScores"], "tokens_rejected_by": ["graph"]},
     )
     refused = http.put(f"/_simulator/tenants/{tenant.spec.tenant_id}/faults", json={"typo": 1})
 
     assert changed.status_code == 200
-    assert tenant.faults == Faults(latency=0.01, forbidden=frozenset({"secureScores"}))
+    assert tenant.faults == Faults(
+        latency=0.01,
+        forbidden=frozenset({"secureScores"}),
+        tokens_rejected_by=frozenset({"graph"}),
+    )
+    assert changed.json()["tokens_rejected_by"] == ["graph"]
     assert refused.status_code == 400
     assert "typo" in refused.json()["error"]
 
