@@ -42,8 +42,10 @@ _URL_USERINFO = re.compile(
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+# An exception's name is not a key: "TokenRejectedError: graph GET ..." keeps its message.
 _SECRET_PAIR = re.compile(
     r"(?i)\b(?P<key>[\w-]*(?:password|passwd|pwd|secret|token|api[-_]?key)[\w-]*)"
+    r"(?<!error)(?<!exception)"
     r"(?P<sep>\s*[=:]\s*|\"\s*:\s*\")(?P<value>[^\s&\"',;}]+)"
 )
 

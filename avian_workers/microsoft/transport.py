@@ -199,8 +199,8 @@ class TenantHttp:
                 response = self._send(target, url, params, headers, fresh_token=True)
                 if response.status_code == 401:
                     raise TokenRejectedError(
-                        f"{api} GET {url.path} answered 401 to a fresh token: "
-                        f"{_error_summary(response)}",
+                        f"{api} GET {url.path} answered 401 to a fresh token "
+                        f"({_error_summary(response)})",
                         api=api,
                     )
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:

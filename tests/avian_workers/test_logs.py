@@ -89,5 +89,12 @@ def test_a_field_that_only_contains_or_names_a_secret_word_is_kept(key: str) -> 
     assert redact({key: "3"}) == {key: "3"}
 
 
+def test_an_exception_name_before_its_message_is_not_taken_for_a_secret_key() -> None:
+    text = "TokenRejectedError: graph GET /v1.0/security/alerts_v2 answered 401"
+
+    assert redact(text) == text
+    assert redact("token: opaque-value-123") == f"token: {MASK}"
+
+
 def test_a_pwd_pair_in_free_text_is_masked() -> None:
     assert redact("login pwd=Sup3rS3cret! failed") == f"login pwd={MASK} failed"
