@@ -30,16 +30,13 @@ ALERT_TYPES: tuple[str, ...] = (
 GENERIC_ALERT_TYPE = "security_alert"
 
 _DOWN = r"(?:down|disconnected|offline|unreachable|lost|dropped|failed|failure|terminated)"
-# A link or tunnel that came back: like a down word, it makes the down types (at `info`, see
-# _RECOVERY), so "WAN connection restored" is the WAN's news, not a generic security alert.
 _BACK = (
     r"(?:restored|recovered|re-?established|reconnected|back\s+(?:up|online)|up\s+again"
     r"|online\s+again|came\s+back)"
 )
-_LINK_STATE = rf"(?:{_DOWN}|{_BACK})"
-_LINK = r"(?:VPN|IPsec|tunnels?|WAN|interfaces?|links?|connections?|peers?)"
+_LINK = r"(?:VPN|IPsec|tunnels?|peers?|WAN|interfaces?|links?|ports?|connections?)"
 DOWN_TYPES = frozenset({"vpn_down", "wan_down", "interface_down"})
-"""Types of a link or tunnel going down, or coming back (then `info`, see reports_recovery)."""
+"""Types of a link or tunnel going down, or coming back (then `info`, see link_recovery)."""
 
 
 def _rule(*patterns: str) -> re.Pattern[str]:
@@ -63,20 +60,20 @@ _TYPE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "vpn_down",
         _rule(
-            rf"\b(?:VPN|IPsec)\b.{{0,60}}?\b{_LINK_STATE}\b",
-            rf"\b{_LINK_STATE}\b.{{0,30}}?\b(?:VPN|IPsec)\b",
-            rf"\btunnels?\b.{{0,20}}?\b{_LINK_STATE}\b",
+            rf"\b(?:VPN|IPsec)\b.{{0,60}}?\b{_DOWN}\b",
+            rf"\b{_DOWN}\b.{{0,30}}?\b(?:VPN|IPsec)\b",
+            rf"\btunnels?\b.{{0,20}}?\b{_DOWN}\b",
         ),
     ),
     (
         "wan_down",
-        _rule(rf"\bWAN\b.{{0,60}}?\b{_LINK_STATE}\b", rf"\b{_LINK_STATE}\b.{{0,30}}?\bWAN\b"),
+        _rule(rf"\bWAN\b.{{0,60}}?\b{_DOWN}\b", rf"\b{_DOWN}\b.{{0,30}}?\bWAN\b"),
     ),
     (
         "interface_down",
         _rule(
-            rf"\b(?:interface|link)\b.{{0,40}}?\b{_LINK_STATE}\b",
-            rf"\b{_LINK_STATE}\b.{{0,30}}?\binterface\b",
+            rf"\b(?:interface|link)\b.{{0,40}}?\b{_DOWN}\b",
+            rf"\b{_DOWN}\b.{{0,30}}?\binterface\b",
         ),
     ),
     (
@@ -103,22 +100,34 @@ _TYPE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 # Down words that do not speak of a link or tunnel: traffic a firewall dropped or lost, and a
 # failed sign-in. They are blanked out before the down types are looked for, so "VPN tunnel down:
 # IKE authentication failed" stays vpn_down, while "VPN login attempt failed" and "3 packets were
-# dropped on interface X1" are not links down.
+# dropped on interface X1" are not links down. Only where the traffic or the sign-in is what
+# failed: "WAN connection lost, traffic rerouted to X2" is still a WAN down.
 _NOT_A_LINK_STATE = _rule(
-    r"\b(?:packets?|traffic|frames?|datagrams?)\b.{0,25}?\b(?:dropped|lost|discarded)\b",
-    r"\b(?:dropped|lost|discarded)\b.{0,25}?\b(?:packets?|traffic|frames?|datagrams?)\b",
-    r"\b(?:authentication|auth|log-?in|logon|sign-?in|password|credentials?)\b.{0,25}?"
-    r"\b(?:failed|failure|denied|rejected)\b",
+    r"\b(?:packets?|traffic|frames?|datagrams?)(?:\(s\))?"
+    r"\s+(?:(?:was|were|is|are|being|been|has\s+been|have\s+been)\s+)?"
+    r"(?:dropped|lost|discarded)\b",
+    r"\b(?:dropped|lost|discarded)\s+(?:\d[\d,]*\s+)?(?:packets?|traffic|frames?|datagrams?)\b",
+    r"\b(?:authentication|auth|log-?in|logon|sign-?in|password|credentials?)"
+    r"(?:\s+(?:has|have|was|were|had|attempts?|checks?|requests?)){0,2}"
+    r"\s+(?:failed|failures?|denied|rejected)\b",
 )
 
-# The link or tunnel itself came back: its name, at most two more words (none a down word), then
-# the recovery ("VPN tunnel HQ-to-Branch re-established", "WAN connection restored"), or the
-# other way round ("Restored WAN connection"). Tying the two together keeps "Interface X1 down;
-# service restored via X2" an outage.
+# The link or tunnel itself came back: its name, at most three more words (none a down word; a
+# name may be quoted or bracketed), then the recovery ("VPN tunnel HQ-to-Branch re-established",
+# "WAN Interface (X1) restored"), or the other way round ("Restored WAN connection"), not
+# something restored on or via a link ("ARP entry restored on interface X0").
+_NAME = r"[\w.:/'\"()\[\]-]+"
 _RECOVERY = _rule(
-    rf"\b{_LINK}\b(?:\s+(?!{_DOWN}\b)[\w.:/-]+){{0,2}}?\s+"
+    rf"\b(?P<link>{_LINK})\b(?:\s+(?!{_DOWN}\b){_NAME}){{0,3}}?\s+"
     rf"(?:(?:is|was|has\s+been|have\s+been)\s+)?{_BACK}\b",
-    rf"\b{_BACK}\s+(?:the\s+)?(?:[\w.:/-]+\s+)?{_LINK}\b",
+    rf"\b{_BACK}\s+(?!(?:on|to|via|for|from|by|at|in)\b)(?:the\s+)?(?:{_NAME}\s+)??"
+    rf"(?P<named>{_LINK})\b",
+)
+_DOWN_WORD = _rule(rf"\b{_DOWN}\b")
+_RECOVERED_TYPES = (
+    ("vpn_down", _rule(r"VPN|IPsec|tunnel|peer")),
+    ("wan_down", _rule(r"WAN")),
+    ("interface_down", _rule(r"interface|link|port")),
 )
 
 # Words that make free-text mail an alert even when no specific type applies.
@@ -173,23 +182,37 @@ _FIRST_WORD = re.compile(r"[\s\[(\"']*([A-Za-z]+|[0-9]+)(?![A-Za-z0-9])")
 
 
 def specific_alert_type(texts: Iterable[str]) -> str | None:
-    """The most specific alert type named in the first of `texts` that names one."""
+    """The most specific alert type named in the first of `texts` that names one.
+
+    A text that only tells of a link or tunnel coming back gets that link's down type (at
+    `info`, see link_recovery): "WAN connection restored" is the WAN's news.
+    """
     for text in texts:
-        link_text: str | None = None
+        link_text = _NOT_A_LINK_STATE.sub(" ", text)
         for alert_type, pattern in _TYPE_RULES:
-            if alert_type in DOWN_TYPES:
-                if link_text is None:
-                    link_text = _NOT_A_LINK_STATE.sub(" ", text)
-                if pattern.search(link_text):
-                    return alert_type
-            elif pattern.search(text):
+            if pattern.search(link_text if alert_type in DOWN_TYPES else text):
                 return alert_type
+        recovered = _recovered_link(link_text)
+        if recovered is not None:
+            for alert_type, noun in _RECOVERED_TYPES:
+                if noun.search(recovered):
+                    return alert_type
     return None
 
 
-def reports_recovery(texts: Iterable[str]) -> bool:
+def _recovered_link(text: str) -> str | None:
+    """The link or tunnel `text` says came back, unless a down word comes before the recovery:
+    "X re-established after being down" is a recovery, "X down; failover tunnel re-established"
+    an outage that names its workaround."""
+    found = _RECOVERY.search(text)
+    if found is None or _DOWN_WORD.search(text, 0, found.start()):
+        return None
+    return str(found["link"] or found["named"])
+
+
+def link_recovery(texts: Iterable[str]) -> bool:
     """True when one of `texts` says a link or tunnel itself came back (see DOWN_TYPES)."""
-    return any(_RECOVERY.search(text) for text in texts)
+    return any(_recovered_link(_NOT_A_LINK_STATE.sub(" ", text)) for text in texts)
 
 
 def mentions_alert(texts: Iterable[str]) -> bool:

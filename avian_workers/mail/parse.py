@@ -37,9 +37,9 @@ from avian_workers.mail._classify import (
     DOWN_TYPES,
     GENERIC_ALERT_TYPE,
     Severity,
+    link_recovery,
     mentions_alert,
     priority_severity,
-    reports_recovery,
     severity_word,
     specific_alert_type,
 )
@@ -344,11 +344,12 @@ def _alert(event: _Event, envelope: _Envelope) -> ParsedAlert | None:
     identity_sources = [fields, envelope.body_fields]
     metadata = _metadata(event, envelope)
     severity = _severity(fields, metadata)
-    if alert_type in DOWN_TYPES and reports_recovery(type_texts):
+    if alert_type in DOWN_TYPES and link_recovery(type_texts):
         # The link or tunnel is back: worth a line on the firewall's timeline, not a page. A
         # firewall states the severity of the event category, the same for down and back up.
         metadata["recovery"] = True
-        metadata["severity_stated"] = severity  # severity_source still says where it came from
+        if metadata["severity_source"] != "default":
+            metadata["severity_stated"] = severity  # severity_source says where it was stated
         severity = "info"
     occurred_at = _occurred_at(fields, envelope, metadata)
     message = message_text or envelope.subject or envelope.headline or alert_type.replace("_", " ")

@@ -210,6 +210,9 @@ def test_severity_words_in_the_subject_do_not_set_the_severity() -> None:
         ("IKE negotiation failed: VPN tunnel HQ-to-Branch", "vpn_down"),
         ("VPN Tunnel Down - Peer IKE authentication failed", "vpn_down"),
         ("Dropped packet: interface X1 down", "interface_down"),
+        ("WAN connection lost, traffic rerouted to X2", "wan_down"),
+        ("WAN link lost: 0 packets received", "wan_down"),
+        ("IPsec auth OK, tunnel failed", "vpn_down"),
     ],
 )
 def test_subject_names_the_alert_type(subject: str, alert_type: str) -> None:
@@ -246,6 +249,12 @@ def test_type_words_inside_other_words_do_not_count(subject: str) -> None:
         ("VPN Tunnel Re-established", "vpn_down"),
         ("Alert: WAN connection restored", "wan_down"),
         ("Restored WAN connection on X1", "wan_down"),
+        ("VPN tunnel to Branch Office re-established", "vpn_down"),
+        ("VPN Tunnel 'HQ-Branch' re-established", "vpn_down"),
+        ("IPsec SA re-established", "vpn_down"),
+        ("WAN Interface (X1) restored", "wan_down"),
+        ("WAN Failover: primary WAN restored, traffic back on X1", "wan_down"),
+        ("Interface X1 is back online after link failure", "interface_down"),
     ],
 )
 def test_a_link_or_tunnel_that_came_back_is_its_type_at_info_severity(
@@ -264,7 +273,9 @@ def test_a_link_or_tunnel_that_came_back_is_its_type_at_info_severity(
         ("WAN Down: primary WAN offline, failover link is up", "wan_down"),
         ("WAN Down: primary WAN offline, traffic resumed on failover link X2", "wan_down"),
         ("Interface X1 down; service restored via X2", "interface_down"),
-        ("VPN tunnel down, retry resumed in 30s", "vpn_down"),
+        ("WAN Down: primary WAN offline, connection restored via backup WAN", "wan_down"),
+        ("VPN tunnel to HQ down; failover tunnel re-established", "vpn_down"),
+        ("Interface X1 down; link recovered on X2", "interface_down"),
     ],
 )
 def test_an_outage_that_mentions_something_else_coming_back_stays_an_outage(
@@ -274,6 +285,29 @@ def test_an_outage_that_mentions_something_else_coming_back_stays_an_outage(
 
     assert (alert.alert_type, alert.severity) == (alert_type, "high")
     assert "recovery" not in alert.metadata
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Alert: ARP entry restored on interface X0",
+        "Alert: Backup restored; WAN settings applied",
+        "Alert: Restored default settings on interface X0",
+        "Alert: Connection restored to AVIAN cloud via WAN",
+    ],
+)
+def test_something_else_restored_on_or_near_a_link_is_no_link_type(subject: str) -> None:
+    alert = only_alert(make_mail("Serial Number: 1\nSeverity: High\n", subject=subject))
+
+    assert (alert.alert_type, alert.severity) == ("security_alert", "high")
+
+
+def test_a_recovery_without_a_stated_severity_states_none() -> None:
+    alert = only_alert(make_mail("Serial Number: 1\n", subject="WAN connection restored"))
+
+    assert (alert.alert_type, alert.severity) == ("wan_down", "info")
+    assert alert.metadata["recovery"] is True
+    assert "severity_stated" not in alert.metadata
 
 
 def test_alert_type_field_is_read_before_the_subject() -> None:
