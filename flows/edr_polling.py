@@ -433,7 +433,9 @@ def _poll_datasets(
             devices = done.run(
                 "intune devices", intune_devices, poll, rules.by_device if rules else None
             )
-            done.add(*(devices or ()))
+            # Compliance is read with the Intune devices: without them it was not read either.
+            unread = DatasetReport("compliance", "not run", detail="intune devices not read")
+            done.add(*(devices or (unread,)))
             backfill = timedelta(days=settings.edr_alert_backfill_days)
             overlap = timedelta(minutes=settings.edr_alert_overlap_minutes)
             done.add(done.run("alerts", alerts, poll, backfill, overlap))

@@ -311,7 +311,9 @@ def _error_summary(response: httpx.Response) -> str:
         error = None
     if isinstance(error, dict):
         code, message = error.get("code"), error.get("message")
-        return f"{code}: {str(message)[:300]}" if message else str(code)
+        # Not "code: message": a code such as InvalidAuthenticationToken would read as a secret
+        # key to the log masking, and the message's first word would be masked.
+        return f"{code} - {str(message)[:300]}" if message else str(code)
     return response.reason_phrase or f"HTTP {response.status_code}"
 
 

@@ -7,8 +7,9 @@ Such rows were keyed `uid:<uidvalidity>:<uid>`, which names another message once
 rebuilt with a new UIDVALIDITY; the copy of a handled message then came back as new mail. The
 workers now key them `no-message-id` (with the bytes' hash, as before). This renames the rows
 written the old way, so mail handled before the upgrade is recognised too. Where one message was
-already recorded twice under two UIDs, the oldest row is renamed and the others keep their key
-(the unique index allows one row per key and hash).
+already recorded twice under two UIDs, one row is renamed and the others keep their key (the
+unique index allows one row per key and hash): the one retention deletes last, i.e. a row not
+yet filed, else the one filed last, so the renamed key outlives its duplicates.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def upgrade() -> None:
         WHERE l.id IN (
             SELECT DISTINCT ON (raw_sha256) id FROM avian_workers.mail_ledger
             WHERE message_key = {_OLD_KEY}
-            ORDER BY raw_sha256, id
+            ORDER BY raw_sha256, marked_at DESC NULLS FIRST, id DESC
         )
         AND NOT EXISTS (
             SELECT 1 FROM avian_workers.mail_ledger AS o

@@ -90,10 +90,26 @@ def test_a_field_that_only_contains_or_names_a_secret_word_is_kept(key: str) -> 
 
 
 def test_an_exception_name_before_its_message_is_not_taken_for_a_secret_key() -> None:
-    text = "TokenRejectedError: graph GET /v1.0/security/alerts_v2 answered 401"
+    text = (
+        "TokenRejectedError: graph GET /v1.0/security/alerts_v2 answered 401 to a fresh token"
+        " (InvalidAuthenticationToken - Access token validation failure. Invalid audience.)"
+    )
 
     assert redact(text) == text
-    assert redact("token: opaque-value-123") == f"token: {MASK}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "token: opaque-value-123",
+        "client_secret_error=hunter2",
+        "X-Api-Key-Exception: abc123def",
+        "refresh_token_error=abc",
+        "TokenError=abc123def",
+    ],
+)
+def test_secret_keys_that_merely_end_like_an_exception_are_still_masked(text: str) -> None:
+    assert redact(text).endswith(MASK)
 
 
 def test_a_pwd_pair_in_free_text_is_masked() -> None:

@@ -575,6 +575,7 @@ def test_graph_rejecting_the_tenants_token_still_stores_the_defender_data(
         "defender devices": "ok",
         "compliance rules": "failed",
         "intune devices": "not run",
+        "compliance": "not run",
         "alerts": "not run",
         "vulnerabilities": "ok",
         "posture": "not run",

@@ -234,23 +234,26 @@ def test_ledger_rows_keyed_by_uid_are_renamed_to_the_key_of_their_bytes(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", scratch_db)
     upgrade(load_settings(), "0008")
-    rows = [  # (message_key, raw_sha256, uidvalidity, uid)
-        ("uid:7:1", "a" * 64, 7, 1),  # handled before the upgrade
-        ("uid:7:2", "b" * 64, 7, 2),  # one message recorded twice under two UIDVALIDITYs:
-        ("uid:8:5", "b" * 64, 8, 5),  # only one row can take the new key
-        ("<m1@example.com>", "c" * 64, 7, 3),  # a Message-ID stays as it is
-        ("uid:1:1", "d" * 64, 7, 4),  # not its own position: not an old UID key
+    rows = [  # (message_key, raw_sha256, uidvalidity, uid, filed days ago)
+        ("uid:7:1", "a" * 64, 7, 1, 3),  # handled before the upgrade
+        # One message recorded twice under two UIDVALIDITYs: only one row can take the new key,
+        # the one retention deletes last (filed last), though it is not the older row.
+        ("uid:8:2", "b" * 64, 8, 2, 1),
+        ("uid:7:5", "b" * 64, 7, 5, 30),
+        ("<m1@example.com>", "c" * 64, 7, 3, 3),  # a Message-ID stays as it is
+        ("uid:1:1", "d" * 64, 7, 4, 3),  # not its own position: not an old UID key
     ]
     eng = _sqlalchemy(scratch_db)
     with eng.begin() as conn:
-        for key, sha, uidvalidity, uid in rows:
+        for key, sha, uidvalidity, uid, days in reversed(rows):
             conn.execute(
                 text(
                     "INSERT INTO avian_workers.mail_ledger"
-                    " (message_key, raw_sha256, mailbox, uidvalidity, uid, outcome)"
-                    " VALUES (:key, :sha, 'INBOX', :uidvalidity, :uid, 'alert')"
+                    " (message_key, raw_sha256, mailbox, uidvalidity, uid, outcome, marked_at)"
+                    " VALUES (:key, :sha, 'INBOX', :uidvalidity, :uid, 'alert',"
+                    " now() - make_interval(days => :days))"
                 ),
-                {"key": key, "sha": sha, "uidvalidity": uidvalidity, "uid": uid},
+                {"key": key, "sha": sha, "uidvalidity": uidvalidity, "uid": uid, "days": days},
             )
 
     upgrade(load_settings())
@@ -265,5 +268,5 @@ def test_ledger_rows_keyed_by_uid_are_renamed_to_the_key_of_their_bytes(
         (NO_MESSAGE_ID_KEY, 2),
         ("<m1@example.com>", 3),
         ("uid:1:1", 4),
-        ("uid:8:5", 5),
+        ("uid:7:5", 5),
     ]

@@ -234,7 +234,7 @@ def test_401_to_a_fresh_token_is_token_rejected(make_http: Callable[..., TenantH
     )
 
     with pytest.raises(
-        TokenRejectedError, match="InvalidAuthenticationToken: Invalid audience"
+        TokenRejectedError, match="InvalidAuthenticationToken - Invalid audience"
     ) as caught:
         graph_get(make_http(Script(refused)))
 
