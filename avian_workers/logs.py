@@ -42,13 +42,14 @@ _URL_USERINFO = re.compile(
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+# An exception's class name is no key: "TokenRejectedError: graph GET ..." keeps its message.
+# Only a bare CamelCase name before a colon; `client_secret_error=` is still a key, and so is a
+# key inside the message ("TenantSecretError: client_secret: ...").
 _SECRET_PAIR = re.compile(
-    r"(?i)\b(?P<key>[\w-]*(?:password|passwd|pwd|secret|token|api[-_]?key)[\w-]*)"
+    r"(?i)\b(?!(?-i:[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:Error|Exception))\s*:)"
+    r"(?P<key>[\w-]*(?:password|passwd|pwd|secret|token|api[-_]?key)[\w-]*)"
     r"(?P<sep>\s*[=:]\s*|\"\s*:\s*\")(?P<value>[^\s&\"',;}]+)"
 )
-# An exception's class name is no key: "TokenRejectedError: graph GET ..." keeps its message.
-# Only a bare CamelCase name; `client_secret_error=` or `X-Api-Key-Exception:` are still keys.
-_EXCEPTION_NAME = re.compile(r"[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:Error|Exception)")
 
 _registered: set[str] = set()
 _registered_lock = threading.Lock()
@@ -79,13 +80,7 @@ def redact_text(text: str) -> str:
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
     text = _JWT.sub(MASK, text)
-    return _SECRET_PAIR.sub(_masked_pair, text)
-
-
-def _masked_pair(pair: re.Match[str]) -> str:
-    if _EXCEPTION_NAME.fullmatch(pair["key"]) and pair["sep"].strip() == ":":
-        return pair[0]
-    return f"{pair['key']}{pair['sep']}{MASK}"
+    return _SECRET_PAIR.sub(lambda m: f"{m['key']}{m['sep']}{MASK}", text)
 
 
 def _is_secret_key(key: object) -> bool:

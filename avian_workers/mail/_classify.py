@@ -29,12 +29,26 @@ ALERT_TYPES: tuple[str, ...] = (
 )
 GENERIC_ALERT_TYPE = "security_alert"
 
-_DOWN = r"(?:down|disconnected|offline|unreachable|lost|dropped|failed|failure|terminated)"
+# Link and tunnel states. "failed" is not one in a text about a sign-in ("IPsec Authentication
+# Failed" is a wrong key or password, a security event), nor "lost"/"dropped" in a text about
+# traffic ("UDP packet from WAN dropped" is a blocked packet); "connection lost" always is.
+_SIGN_IN = r"\b(?:authenticat\w*|auth|log-?in|logon|sign-?in|passwords?|credentials?)\b"
+_TRAFFIC = r"\b(?:packets?|traffic|frames?|datagrams?)\b"
+_CONNECTION_LOST = (
+    r"(?:connection|link|carrier)\s+(?:was\s+|has\s+been\s+)?(?:lost|dropped)"
+    r"|(?:lost|dropped)\s+(?:the\s+)?(?:connection|link|carrier)"
+)
+_ALWAYS_DOWN = rf"(?:down|disconnected|offline|unreachable|terminated|{_CONNECTION_LOST})"
+_FAILED = r"(?:failed|failure)"
+_LOST = r"(?:lost|dropped)"
+# Back up, but not something restored on or through a link ("ARP entry restored on X0",
+# "service restored via X2"): that link is not what came back.
 _BACK = (
     r"(?:restored|recovered|re-?established|reconnected|back\s+(?:up|online)|up\s+again"
-    r"|online\s+again|came\s+back)"
+    r"|online\s+again|came\s+back)(?!\s+(?:on|via|through|to|using)\b)"
 )
-_LINK = r"(?:VPN|IPsec|tunnels?|peers?|WAN|interfaces?|links?|ports?|connections?)"
+# A standby taking over is an outage that names its workaround, not a recovery.
+_FAILOVER = r"\b(?:fail-?over|backup|secondary|alternate|standby|redundant)\b"
 DOWN_TYPES = frozenset({"vpn_down", "wan_down", "interface_down"})
 """Types of a link or tunnel going down, or coming back (then `info`, see link_recovery)."""
 
@@ -47,88 +61,86 @@ def _rule(*patterns: str) -> re.Pattern[str]:
 # Primary WAN Interface Offline" about the WAN, "Gateway Anti-Virus" is not generic malware.
 # The security services come before the link states: in "IPS Prevention Alert: packet dropped
 # on interface X1" or "Botnet Filter: WAN connection dropped", dropped means blocked.
-_TYPE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    (
-        "license_expiring",
-        _rule(r"\blicen[cs]es?\b.{0,60}?\bexpir\w*", r"\bexpir\w*\b.{0,60}?\blicen[cs]es?\b"),
-    ),
-    ("atp_alert", _rule(r"\bATP\b", r"\badvanced\s+threat\b")),
-    ("botnet_alert", _rule(r"\bbotnets?\b")),
-    ("gav_alert", _rule(r"\bgateway\s+(?:AV|anti-?virus)\b", r"\bGAV\b")),
-    # 'IPs' (IP addresses) is not IPS, whatever the case of the rest.
-    ("ips_alert", _rule(r"\b(?-i:(?!IPs\b))IPS\b", r"\bintrusions?\b")),
-    (
-        "vpn_down",
-        _rule(
-            rf"\b(?:VPN|IPsec)\b.{{0,60}}?\b{_DOWN}\b",
-            rf"\b{_DOWN}\b.{{0,30}}?\b(?:VPN|IPsec)\b",
-            rf"\btunnels?\b.{{0,20}}?\b{_DOWN}\b",
+def _type_rules(state: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    return (
+        (
+            "license_expiring",
+            _rule(r"\blicen[cs]es?\b.{0,60}?\bexpir\w*", r"\bexpir\w*\b.{0,60}?\blicen[cs]es?\b"),
         ),
-    ),
-    (
-        "wan_down",
-        _rule(rf"\bWAN\b.{{0,60}}?\b{_DOWN}\b", rf"\b{_DOWN}\b.{{0,30}}?\bWAN\b"),
-    ),
-    (
-        "interface_down",
-        _rule(
-            rf"\b(?:interface|link)\b.{{0,40}}?\b{_DOWN}\b",
-            rf"\b{_DOWN}\b.{{0,30}}?\binterface\b",
+        ("atp_alert", _rule(r"\bATP\b", r"\badvanced\s+threat\b")),
+        ("botnet_alert", _rule(r"\bbotnets?\b")),
+        ("gav_alert", _rule(r"\bgateway\s+(?:AV|anti-?virus)\b", r"\bGAV\b")),
+        # 'IPs' (IP addresses) is not IPS, whatever the case of the rest.
+        ("ips_alert", _rule(r"\b(?-i:(?!IPs\b))IPS\b", r"\bintrusions?\b")),
+        (
+            "vpn_down",
+            _rule(
+                rf"\b(?:VPN|IPsec)\b.{{0,60}}?\b{state}\b",
+                rf"\b{state}\b.{{0,30}}?\b(?:VPN|IPsec)\b",
+                rf"\btunnels?\b.{{0,20}}?\b{state}\b",
+            ),
         ),
-    ),
-    (
-        "high_cpu",
-        _rule(
-            r"\bhigh\s+CPU\b",
-            r"\bCPU\b.{0,30}?\b(?:usage|utili[sz]ation|load|high|threshold)\b",
+        (
+            "wan_down",
+            _rule(rf"\bWAN\b.{{0,60}}?\b{state}\b", rf"\b{state}\b.{{0,30}}?\bWAN\b"),
         ),
-    ),
-    (
-        "high_memory",
-        _rule(
-            r"\b(?:high|low)\s+memory\b",
-            r"\bmemory\b.{0,30}?\b(?:usage|utili[sz]ation|high|threshold|exhaust\w*)\b",
+        (
+            "interface_down",
+            _rule(
+                rf"\b(?:interface|link)\b.{{0,40}}?\b{state}\b",
+                rf"\b{state}\b.{{0,30}}?\binterface\b",
+            ),
         ),
-    ),
-    (
-        "malware_detected",
-        # An 'Anti-Virus' product or its signatures are not a virus found.
-        _rule(r"(?<!anti-)(?<!anti)\b(?:malware|ransomware|virus|viruses|trojan|spyware|worm)\b"),
-    ),
-)
+        (
+            "high_cpu",
+            _rule(
+                r"\bhigh\s+CPU\b",
+                r"\bCPU\b.{0,30}?\b(?:usage|utili[sz]ation|load|high|threshold)\b",
+            ),
+        ),
+        (
+            "high_memory",
+            _rule(
+                r"\b(?:high|low)\s+memory\b",
+                r"\bmemory\b.{0,30}?\b(?:usage|utili[sz]ation|high|threshold|exhaust\w*)\b",
+            ),
+        ),
+        (
+            "malware_detected",
+            # An 'Anti-Virus' product or its signatures are not a virus found.
+            _rule(
+                r"(?<!anti-)(?<!anti)\b(?:malware|ransomware|virus|viruses|trojan|spyware|worm)\b"
+            ),
+        ),
+    )
 
-# Down words that do not speak of a link or tunnel: traffic a firewall dropped or lost, and a
-# failed sign-in. They are blanked out before the down types are looked for, so "VPN tunnel down:
-# IKE authentication failed" stays vpn_down, while "VPN login attempt failed" and "3 packets were
-# dropped on interface X1" are not links down. Only where the traffic or the sign-in is what
-# failed: "WAN connection lost, traffic rerouted to X2" is still a WAN down.
-_NOT_A_LINK_STATE = _rule(
-    r"\b(?:packets?|traffic|frames?|datagrams?)(?:\(s\))?"
-    r"\s+(?:(?:was|were|is|are|being|been|has\s+been|have\s+been)\s+)?"
-    r"(?:dropped|lost|discarded)\b",
-    r"\b(?:dropped|lost|discarded)\s+(?:\d[\d,]*\s+)?(?:packets?|traffic|frames?|datagrams?)\b",
-    r"\b(?:authentication|auth|log-?in|logon|sign-?in|password|credentials?)"
-    r"(?:\s+(?:has|have|was|were|had|attempts?|checks?|requests?)){0,2}"
-    r"\s+(?:failed|failures?|denied|rejected)\b",
-)
 
-# The link or tunnel itself came back: its name, at most three more words (none a down word; a
-# name may be quoted or bracketed), then the recovery ("VPN tunnel HQ-to-Branch re-established",
-# "WAN Interface (X1) restored"), or the other way round ("Restored WAN connection"), not
-# something restored on or via a link ("ARP entry restored on interface X0").
-_NAME = r"[\w.:/'\"()\[\]-]+"
-_RECOVERY = _rule(
-    rf"\b(?P<link>{_LINK})\b(?:\s+(?!{_DOWN}\b){_NAME}){{0,3}}?\s+"
-    rf"(?:(?:is|was|has\s+been|have\s+been)\s+)?{_BACK}\b",
-    rf"\b{_BACK}\s+(?!(?:on|to|via|for|from|by|at|in)\b)(?:the\s+)?(?:{_NAME}\s+)??"
-    rf"(?P<named>{_LINK})\b",
-)
-_DOWN_WORD = _rule(rf"\b{_DOWN}\b")
-_RECOVERED_TYPES = (
-    ("vpn_down", _rule(r"VPN|IPsec|tunnel|peer")),
-    ("wan_down", _rule(r"WAN")),
-    ("interface_down", _rule(r"interface|link|port")),
-)
+def _down(*, sign_in: bool, traffic: bool) -> str:
+    """The down words of a text that mentions a sign-in, or traffic, or neither, or both."""
+    words = [_ALWAYS_DOWN, *([] if sign_in else [_FAILED]), *([] if traffic else [_LOST])]
+    return "(?:" + "|".join(words) + ")"
+
+
+_CONTEXTS = [(sign_in, traffic) for sign_in in (False, True) for traffic in (False, True)]
+# By a text's context, (mentions a sign-in, mentions traffic): the type rules, where a link that
+# came back makes the down types as a down word does, and the down words alone.
+_TYPE_RULES = {
+    (sign_in, traffic): _type_rules(f"(?:{_down(sign_in=sign_in, traffic=traffic)}|{_BACK})")
+    for sign_in, traffic in _CONTEXTS
+}
+_DOWN_WORDS = {
+    (sign_in, traffic): _rule(rf"\b{_down(sign_in=sign_in, traffic=traffic)}\b")
+    for sign_in, traffic in _CONTEXTS
+}
+_SIGN_IN_WORD = _rule(_SIGN_IN)
+_TRAFFIC_WORD = _rule(_TRAFFIC)
+_BACK_WORD = _rule(rf"\b{_BACK}")
+_FAILOVER_WORD = _rule(_FAILOVER)
+
+
+def _context(text: str) -> tuple[bool, bool]:
+    return bool(_SIGN_IN_WORD.search(text)), bool(_TRAFFIC_WORD.search(text))
+
 
 # Words that make free-text mail an alert even when no specific type applies.
 _GENERIC = _rule(
@@ -184,35 +196,29 @@ _FIRST_WORD = re.compile(r"[\s\[(\"']*([A-Za-z]+|[0-9]+)(?![A-Za-z0-9])")
 def specific_alert_type(texts: Iterable[str]) -> str | None:
     """The most specific alert type named in the first of `texts` that names one.
 
-    A text that only tells of a link or tunnel coming back gets that link's down type (at
-    `info`, see link_recovery): "WAN connection restored" is the WAN's news.
+    A link or tunnel coming back is its down type too (at `info`, see link_recovery): "WAN
+    connection restored" is the WAN's news, not a generic security alert.
     """
     for text in texts:
-        link_text = _NOT_A_LINK_STATE.sub(" ", text)
-        for alert_type, pattern in _TYPE_RULES:
-            if pattern.search(link_text if alert_type in DOWN_TYPES else text):
+        for alert_type, pattern in _TYPE_RULES[_context(text)]:
+            if pattern.search(text):
                 return alert_type
-        recovered = _recovered_link(link_text)
-        if recovered is not None:
-            for alert_type, noun in _RECOVERED_TYPES:
-                if noun.search(recovered):
-                    return alert_type
     return None
 
 
-def _recovered_link(text: str) -> str | None:
-    """The link or tunnel `text` says came back, unless a down word comes before the recovery:
-    "X re-established after being down" is a recovery, "X down; failover tunnel re-established"
-    an outage that names its workaround."""
-    found = _RECOVERY.search(text)
-    if found is None or _DOWN_WORD.search(text, 0, found.start()):
-        return None
-    return str(found["link"] or found["named"])
-
-
 def link_recovery(texts: Iterable[str]) -> bool:
-    """True when one of `texts` says a link or tunnel itself came back (see DOWN_TYPES)."""
-    return any(_recovered_link(_NOT_A_LINK_STATE.sub(" ", text)) for text in texts)
+    """True when one of `texts` says the link or tunnel came back (see DOWN_TYPES).
+
+    A text that names no down state at all is a recovery ("VPN Tunnel Re-established"); one
+    that does is a recovery unless a standby took over ("VPN tunnel to HQ down; failover tunnel
+    re-established" is still an outage).
+    """
+    for text in texts:
+        if not _BACK_WORD.search(text):
+            continue
+        if not _DOWN_WORDS[_context(text)].search(text) or not _FAILOVER_WORD.search(text):
+            return True
+    return False
 
 
 def mentions_alert(texts: Iterable[str]) -> bool:

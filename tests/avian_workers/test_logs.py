@@ -106,6 +106,9 @@ def test_an_exception_name_before_its_message_is_not_taken_for_a_secret_key() ->
         "X-Api-Key-Exception: abc123def",
         "refresh_token_error=abc",
         "TokenError=abc123def",
+        "TokenRejectedError: client_secret=hunter2",
+        "ClientSecretError: password:hunter2",
+        "TenantSecretError: client_secret: abc123def",
     ],
 )
 def test_secret_keys_that_merely_end_like_an_exception_are_still_masked(text: str) -> None:

