@@ -47,7 +47,8 @@ _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 # key inside the message ("TenantSecretError: client_secret: ...").
 _SECRET_PAIR = re.compile(
     r"(?i)\b(?!(?-i:[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:Error|Exception))\s*:)"
-    r"(?P<key>[\w-]*(?:password|passwd|pwd|secret|token|api[-_]?key)[\w-]*)"
+    # Bounded around the secret word: unbounded runs backtrack quadratically ("a-" * 500).
+    r"(?P<key>[\w-]{0,60}?(?:password|passwd|pwd|secret|token|api[-_]?key)[\w-]{0,60})"
     r"(?P<sep>\s*[=:]\s*|\"\s*:\s*\")(?P<value>[^\s&\"',;}]+)"
 )
 

@@ -31,14 +31,19 @@ GENERIC_ALERT_TYPE = "security_alert"
 
 # Link and tunnel states. "failed" is not one in a text about a sign-in ("IPsec Authentication
 # Failed" is a wrong key or password, a security event), nor "lost"/"dropped" in a text about
-# traffic ("UDP packet from WAN dropped" is a blocked packet); "connection lost" always is.
+# traffic ("UDP packet from WAN dropped" is a blocked packet); "connection lost", "tunnel lost"
+# and "negotiation failed" always are.
 _SIGN_IN = r"\b(?:authenticat\w*|auth|log-?in|logon|sign-?in|passwords?|credentials?)\b"
 _TRAFFIC = r"\b(?:packets?|traffic|frames?|datagrams?)\b"
-_CONNECTION_LOST = (
-    r"(?:connection|link|carrier)\s+(?:was\s+|has\s+been\s+)?(?:lost|dropped)"
-    r"|(?:lost|dropped)\s+(?:the\s+)?(?:connection|link|carrier)"
+_LINK_NOUN = r"(?:connection|connectivity|link|carrier|tunnel|peer|WAN)"
+_LINK_LOST = (
+    rf"{_LINK_NOUN}\s+(?:was\s+|has\s+been\s+)?(?:lost|dropped)"
+    rf"|(?:lost|dropped)\s+(?:the\s+)?(?:WAN\s+)?{_LINK_NOUN}"
 )
-_ALWAYS_DOWN = rf"(?:down|disconnected|offline|unreachable|terminated|{_CONNECTION_LOST})"
+_TUNNEL_FAILED = r"(?:tunnel|negotiation|phase\s*[12]|IKE|SA)\s+(?:has\s+)?failed"
+_ALWAYS_DOWN = (
+    rf"(?:down|disconnected|offline|unreachable|terminated|{_LINK_LOST}|{_TUNNEL_FAILED})"
+)
 _FAILED = r"(?:failed|failure)"
 _LOST = r"(?:lost|dropped)"
 # Back up, but not something restored on or through a link ("ARP entry restored on X0",
@@ -49,6 +54,10 @@ _BACK = (
 )
 # A standby taking over is an outage that names its workaround, not a recovery.
 _FAILOVER = r"\b(?:fail-?over|backup|secondary|alternate|standby|redundant)\b"
+# A recovery that has not happened: "could not be re-established", "will be restored by 14:00".
+_NOT_YET = r"\b(?:not|never|cannot|can't|couldn't|won't|will|yet|pending|expected|until)\b"
+# Narration of the outage that preceded the recovery: "restored after being down", "(was offline".
+_EARLIER = r"\b(?:after|was|were|been|being|following)\b"
 DOWN_TYPES = frozenset({"vpn_down", "wan_down", "interface_down"})
 """Types of a link or tunnel going down, or coming back (then `info`, see link_recovery)."""
 
@@ -82,7 +91,13 @@ def _type_rules(state: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
         ),
         (
             "wan_down",
-            _rule(rf"\bWAN\b.{{0,60}}?\b{state}\b", rf"\b{state}\b.{{0,30}}?\bWAN\b"),
+            _rule(
+                rf"\bWAN\b.{{0,60}}?\b{state}\b",
+                rf"\b{state}\b.{{0,30}}?\bWAN\b",
+                # The WAN itself lost, whatever the text says of traffic: "Lost WAN connectivity".
+                r"\bWAN\s+(?:was\s+|has\s+been\s+)?lost\b",
+                r"\blost\s+(?:the\s+)?WAN\b",
+            ),
         ),
         (
             "interface_down",
@@ -136,6 +151,8 @@ _SIGN_IN_WORD = _rule(_SIGN_IN)
 _TRAFFIC_WORD = _rule(_TRAFFIC)
 _BACK_WORD = _rule(rf"\b{_BACK}")
 _FAILOVER_WORD = _rule(_FAILOVER)
+_NOT_YET_WORD = _rule(_NOT_YET)
+_EARLIER_WORD = _rule(_EARLIER)
 
 
 def _context(text: str) -> tuple[bool, bool]:
@@ -209,16 +226,27 @@ def specific_alert_type(texts: Iterable[str]) -> str | None:
 def link_recovery(texts: Iterable[str]) -> bool:
     """True when one of `texts` says the link or tunnel came back (see DOWN_TYPES).
 
-    A text that names no down state at all is a recovery ("VPN Tunnel Re-established"); one
-    that does is a recovery unless a standby took over ("VPN tunnel to HQ down; failover tunnel
-    re-established" is still an outage).
+    Judged at the text's last recovery word: not one that has not happened ("could not be
+    re-established"), nor one a down word follows ("link restored, then link down"; "restored
+    after being down" narrates the outage before it). A text that names a down state before
+    the recovery is a recovery unless a standby took over ("VPN tunnel to HQ down; failover
+    tunnel re-established" is still an outage).
     """
-    for text in texts:
-        if not _BACK_WORD.search(text):
-            continue
-        if not _DOWN_WORDS[_context(text)].search(text) or not _FAILOVER_WORD.search(text):
-            return True
-    return False
+    return any(_is_recovery(text) for text in texts)
+
+
+def _is_recovery(text: str) -> bool:
+    backs = list(_BACK_WORD.finditer(text))
+    if not backs:
+        return False
+    last = backs[-1]
+    if _NOT_YET_WORD.search(text, max(0, last.start() - 20), last.start()):
+        return False
+    down = _DOWN_WORDS[_context(text)]
+    later = down.search(text, last.end())
+    if later is not None and not _EARLIER_WORD.search(text, last.end(), later.start()):
+        return False
+    return down.search(text, 0, last.start()) is None or not _FAILOVER_WORD.search(text)
 
 
 def mentions_alert(texts: Iterable[str]) -> bool:

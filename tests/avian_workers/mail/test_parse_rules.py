@@ -216,6 +216,11 @@ def test_severity_words_in_the_subject_do_not_set_the_severity() -> None:
         ("Dropped packet: interface X1 down", "interface_down"),
         ("WAN connection lost, traffic rerouted to X2", "wan_down"),
         ("WAN link lost: 0 packets received", "wan_down"),
+        ("Dead Peer Detection: VPN tunnel lost, no packets received", "vpn_down"),
+        ("Lost WAN connectivity; traffic stopped", "wan_down"),
+        ("WAN lost: no traffic received from ISP gateway", "wan_down"),
+        ("VPN Tunnel Failed: Phase 2 negotiation failed (Authentication method: PSK)", "vpn_down"),
+        ("IPsec auth OK, tunnel failed", "vpn_down"),
     ],
 )
 def test_subject_names_the_alert_type(subject: str, alert_type: str) -> None:
@@ -286,6 +291,12 @@ def test_a_link_or_tunnel_that_came_back_is_its_type_at_info_severity(
         ("VPN tunnel to HQ down; failover tunnel re-established", "vpn_down"),
         ("Interface X1 down; link recovered on X2", "interface_down"),
         ("WAN Down: primary WAN offline, failover connection restored", "wan_down"),
+        ("VPN tunnel down: could not be re-established", "vpn_down"),
+        ("WAN connection lost; not yet restored", "wan_down"),
+        ("WAN down. ISP reports service will be restored by 14:00", "wan_down"),
+        ("Interface X1 link flapping: link restored, then link down", "interface_down"),
+        ("WAN connection restored at 10:02, lost again at 10:05", "wan_down"),
+        ("VPN tunnel could not be re-established", "vpn_down"),
     ],
 )
 def test_an_outage_that_mentions_something_else_coming_back_stays_an_outage(
