@@ -59,6 +59,7 @@ from avian_workers.edr.sync import (
     DatasetReport,
     FailedRules,
     TenantReport,
+    flag_shared_azure_tenants,
     microsoft_config,
     posture_unscored_reason,
     sync_alerts,
@@ -325,7 +326,7 @@ def poll_tenant(tenant: TenantRow, context: PollingContext) -> TenantReport:
             return TenantReport(
                 str(tenant.id), tenant.name, "locked", error="locked by another run"
             )
-        datasets, error = _poll_datasets(tenant, context)
+        datasets, error, azure_tenant_id = _poll_datasets(tenant, context)
     if lease.lost:
         log.warning("Tenant's lock expired while it was polled; its rows are still correct")
     report = TenantReport(
@@ -335,6 +336,7 @@ def poll_tenant(tenant: TenantRow, context: PollingContext) -> TenantReport:
         tuple(datasets),
         time.monotonic() - started,
         error or _first_dataset_failure(datasets),
+        azure_tenant_id=azure_tenant_id,
     )
     (log.error if report.outcome == "failed" else log.info)(
         "Tenant failed" if report.outcome == "failed" else "Tenant polled",
@@ -410,14 +412,16 @@ class _Datasets:
 
 def _poll_datasets(
     tenant: TenantRow, context: PollingContext
-) -> tuple[list[DatasetReport], str | None]:
-    """The tenant's datasets in order; stops early only on an error no later dataset survives."""
+) -> tuple[list[DatasetReport], str | None, str | None]:
+    """The tenant's datasets in order, the error that stopped them early (one no later dataset
+    survives) and the Azure AD tenant its secret names."""
     settings = context.settings
     try:
         credentials = context.credentials(tenant.id)
     except TenantSecretError as exc:
         get_logger().error("Tenant has no usable credentials", error=str(exc))
-        return [], str(exc)
+        return [], str(exc), None
+    azure_tenant_id = credentials.azure_tenant_id
     store = TenantStore(context.engine, tenant.id)
     storage = settings.edr_result_storage_block
     done = _Datasets()
@@ -471,8 +475,8 @@ def _poll_datasets(
             )
     except _TENANT_FATAL as exc:
         get_logger().error("Tenant stopped", error=describe_error(exc))
-        return done.reports, describe_error(exc)
-    return done.reports, None
+        return done.reports, describe_error(exc), azure_tenant_id
+    return done.reports, None, azure_tenant_id
 
 
 def _first_dataset_failure(datasets: list[DatasetReport]) -> str | None:
@@ -578,7 +582,15 @@ def edr_polling(tenant_ids: list[UUID] | None = None) -> PollingSummary:
         client.close()
         engine.dispose()
 
-    summary = PollingSummary(tuple(reports))
+    summary = PollingSummary(flag_shared_azure_tenants(reports))
+    for report in summary.tenants:
+        if report.shares_azure_tenant_with:
+            log.error(
+                "Tenants share an Azure AD tenant: each is shown the others' devices and alerts",
+                tenant=report.tenant_name,
+                azureTenantId=report.azure_tenant_id,
+                sharedWith=list(report.shares_azure_tenant_with),
+            )
     publish_summary(
         key="edr-polling",
         title="EDR polling",

@@ -13,7 +13,7 @@ vulnerabilities, which link to the devices; the posture score comes last, from w
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Literal
@@ -52,6 +52,7 @@ __all__ = [
     "FailedRules",
     "TenantOutcome",
     "TenantReport",
+    "flag_shared_azure_tenants",
     "microsoft_config",
     "sync_alerts",
     "sync_compliance_rules",
@@ -141,6 +142,10 @@ class TenantReport:
     datasets: tuple[DatasetReport, ...] = ()
     duration_seconds: float = 0.0
     error: str | None = None
+    azure_tenant_id: str | None = None
+    """The Azure AD tenant the tenant's secret names (an id, not a secret); None if unread."""
+    shares_azure_tenant_with: tuple[str, ...] = ()
+    """Other AVIAN tenants of the run whose secrets name the same Azure AD tenant."""
 
     def table_row(self) -> dict[str, Any]:
         """The tenant's row of the run's table artifact: rows per dataset, or its status."""
@@ -150,10 +155,29 @@ class TenantReport:
             report = reports.get(dataset)
             row[dataset] = _cell(report)
         row["duration (s)"] = round(self.duration_seconds, 1)
-        row["error"] = self.error or "; ".join(
-            f"{r.dataset}: {r.detail}" for r in self.datasets if r.is_warning and r.detail
+        row["error"] = "; ".join(
+            filter(
+                None,
+                [
+                    self.error
+                    or "; ".join(
+                        f"{r.dataset}: {r.detail}"
+                        for r in self.datasets
+                        if r.is_warning and r.detail
+                    ),
+                    self._shared_azure_tenant(),
+                ],
+            )
         )
         return row
+
+    def _shared_azure_tenant(self) -> str:
+        if not self.shares_azure_tenant_with:
+            return ""
+        return (
+            f"Azure AD tenant {self.azure_tenant_id} is also polled for "
+            f"{', '.join(self.shares_azure_tenant_with)}: each is shown the others' data"
+        )
 
 
 def _cell(report: DatasetReport | None) -> str | int:
@@ -163,6 +187,31 @@ def _cell(report: DatasetReport | None) -> str | int:
         return report.rows
     rejected = f", {report.rejected} rejected" if report.rejected else ""
     return f"{report.rows} ({report.status}{rejected})"
+
+
+def flag_shared_azure_tenants(reports: Iterable[TenantReport]) -> tuple[TenantReport, ...]:
+    """The reports, with the AVIAN tenants whose secrets name one Azure AD tenant flagged.
+
+    Such tenants are polled as usual, so each of them stores, and its customer is shown, the
+    same devices, alerts and scores: one customer's data under another's name, unless the two
+    are one customer. Almost always a secret copied to the wrong tenant, so a tenant that would
+    have succeeded becomes a warning naming the others; the operator decides.
+    """
+    listed = list(reports)
+    by_azure: dict[str, list[TenantReport]] = {}
+    for report in listed:
+        if report.azure_tenant_id:
+            by_azure.setdefault(report.azure_tenant_id.lower(), []).append(report)
+    flagged = []
+    for report in listed:
+        peers = by_azure.get((report.azure_tenant_id or "").lower(), [])
+        others = tuple(sorted(p.tenant_name for p in peers if p.tenant_id != report.tenant_id))
+        if not others:
+            flagged.append(report)
+            continue
+        outcome: TenantOutcome = "warning" if report.outcome == "succeeded" else report.outcome
+        flagged.append(replace(report, outcome=outcome, shares_azure_tenant_with=others))
+    return tuple(flagged)
 
 
 def tenant_outcome(datasets: Iterable[DatasetReport], error: str | None) -> TenantOutcome:

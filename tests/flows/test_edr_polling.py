@@ -833,3 +833,40 @@ def test_the_cadence_cache_key_names_the_task_and_tenant_and_changes_with_the_pe
     assert key(morning) != key(morning + timedelta(hours=6))
     assert str(tenant.id) in key(morning)
     assert "vulnerabilities" in key(morning)
+
+
+def test_two_tenants_whose_secrets_name_one_azure_tenant_are_polled_and_warned(
+    world: MicrosoftSimulatorHandle, db: Engine
+) -> None:
+    # Fabrikam's secret was copied from Contoso's: both would show Contoso's devices.
+    contoso = edr_tenant(db, world, name="Contoso", devices=10, alerts=5, policies=2)
+    fabrikam_id = add_tenant_row(db, "Fabrikam")
+    spec = contoso.simulated.spec
+    put_secret(
+        fabrikam_id,
+        {
+            "clientId": spec.client_id,
+            "clientSecret": spec.client_secret,
+            "tenantId": spec.tenant_id,
+        },
+    )
+    fabrikam = EdrTenant(fabrikam_id, "Fabrikam", contoso.simulated)
+    other = edr_tenant(db, world, name="Northwind", devices=10, alerts=5, policies=2)
+
+    state = poll(contoso, fabrikam, other)
+
+    assert state.is_completed()
+    reports = summary_of(state)
+    assert (reports["Contoso"].outcome, reports["Contoso"].shares_azure_tenant_with) == (
+        "warning",
+        ("Fabrikam",),
+    )
+    assert reports["Fabrikam"].shares_azure_tenant_with == ("Contoso",)
+    assert (reports["Northwind"].outcome, reports["Northwind"].shares_azure_tenant_with) == (
+        "succeeded",
+        (),
+    )
+    rows = {row["tenant"]: row for row in artifact_rows(state)}
+    assert (
+        f"Azure AD tenant {spec.tenant_id} is also polled for Fabrikam" in rows["Contoso"]["error"]
+    )

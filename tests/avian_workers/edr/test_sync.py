@@ -17,6 +17,7 @@ from avian_workers.edr.sync import (
     DatasetReport,
     TenantReport,
     alert_window_start,
+    flag_shared_azure_tenants,
     microsoft_config,
     posture_unscored_reason,
     sync_alerts,
@@ -314,3 +315,37 @@ def test_a_tenants_table_row_has_rows_per_dataset_outcome_duration_and_error() -
     assert row["defender devices"] == "not run"
     assert row["duration (s)"] == 3.1
     assert row["error"] == "secure score: 403 on /secureScores"
+
+
+def polled(
+    tenant_id: str, name: str, azure: str | None, outcome: str = "succeeded"
+) -> TenantReport:
+    return TenantReport(tenant_id, name, outcome, azure_tenant_id=azure)  # type: ignore[arg-type]
+
+
+def test_tenants_whose_secrets_name_one_azure_tenant_are_flagged_and_warned() -> None:
+    azure = "0b5a5c2e-0000-4000-8000-00000000c0de"
+    reports = [
+        polled("a", "Contoso", azure),
+        polled("b", "Fabrikam", azure.upper(), outcome="failed"),
+        polled("c", "Northwind", "another-azure-tenant"),
+        polled("d", "Locked", None, outcome="locked"),
+    ]
+
+    contoso, fabrikam, northwind, locked = flag_shared_azure_tenants(reports)
+
+    assert (contoso.outcome, contoso.shares_azure_tenant_with) == ("warning", ("Fabrikam",))
+    assert (fabrikam.outcome, fabrikam.shares_azure_tenant_with) == ("failed", ("Contoso",))
+    assert northwind == reports[2]
+    assert locked == reports[3]
+    assert contoso.table_row()["error"] == (
+        f"Azure AD tenant {azure} is also polled for Fabrikam: each is shown the others' data"
+    )
+
+
+def test_two_tenants_of_the_same_name_still_flag_each_other() -> None:
+    reports = [polled("a", "Contoso", "azure-1"), polled("b", "Contoso", "azure-1")]
+
+    flagged = flag_shared_azure_tenants(reports)
+
+    assert [r.shares_azure_tenant_with for r in flagged] == [("Contoso",), ("Contoso",)]
