@@ -4,9 +4,9 @@ Scheduled at 00:00 UTC without parameters, a run rolls up yesterday and re-aggre
 METRICS_LATE_DAYS days before it, so data that arrived late is picked up. A run that starts late
 (a work-pool outage) reaches back from the date it was scheduled for instead of today: the
 deployment runs one at a time and cancels the newer runs, so the one that runs covers theirs. A
-backfill is the same flow with `start_date`/`end_date` (inclusive). Devices are those with status 'active'; given
-`device_ids` select exactly those devices whatever their status, so a firewall that has since
-gone inactive can still be backfilled by naming it.
+backfill is the same flow with `start_date`/`end_date` (inclusive). Devices are those with
+status 'active'; given `device_ids` select exactly those devices whatever their status, so a
+firewall that has since gone inactive can still be backfilled by naming it.
 
 A stored row meets its recomputation as store.py describes: a row is taken or kept whole; one
 with the day's final reading (snapshot or live key) replaces the stored row, one from posture

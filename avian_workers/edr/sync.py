@@ -155,29 +155,18 @@ class TenantReport:
             report = reports.get(dataset)
             row[dataset] = _cell(report)
         row["duration (s)"] = round(self.duration_seconds, 1)
-        row["error"] = "; ".join(
-            filter(
-                None,
-                [
-                    self.error
-                    or "; ".join(
-                        f"{r.dataset}: {r.detail}"
-                        for r in self.datasets
-                        if r.is_warning and r.detail
-                    ),
-                    self._shared_azure_tenant(),
-                ],
+        problems = (
+            [self.error]
+            if self.error
+            else [f"{r.dataset}: {r.detail}" for r in self.datasets if r.is_warning and r.detail]
+        )
+        if self.shares_azure_tenant_with:
+            problems.append(
+                f"Azure AD tenant {self.azure_tenant_id} is also polled for "
+                f"{', '.join(self.shares_azure_tenant_with)}: each is shown the others' data"
             )
-        )
+        row["error"] = "; ".join(problems)
         return row
-
-    def _shared_azure_tenant(self) -> str:
-        if not self.shares_azure_tenant_with:
-            return ""
-        return (
-            f"Azure AD tenant {self.azure_tenant_id} is also polled for "
-            f"{', '.join(self.shares_azure_tenant_with)}: each is shown the others' data"
-        )
 
 
 def _cell(report: DatasetReport | None) -> str | int:

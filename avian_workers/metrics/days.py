@@ -25,9 +25,8 @@ def days_to_aggregate(
     date the run was scheduled for; by default today) through yesterday. A run that starts late
     covers its own days and every day since, so nothing is left out when the newer runs of an
     outage are cancelled (the deployment runs one at a time, CANCEL_NEW). Only `start_date`:
-    from it to yesterday. Only `end_date`: that one day. Today and later are
-    refused (an unfinished day would get a partial row), and so are days retention would delete
-    at once.
+    from it to yesterday. Only `end_date`: that one day. Today and later are refused (an
+    unfinished day would get a partial row), and so are days retention would delete at once.
     """
     yesterday = today - timedelta(days=1)
     cutoff = retention_cutoff(today, retention_days)
