@@ -70,17 +70,44 @@ def _rule(*patterns: str) -> re.Pattern[str]:
 # Primary WAN Interface Offline" about the WAN, "Gateway Anti-Virus" is not generic malware.
 # The security services come before the link states: in "IPS Prevention Alert: packet dropped
 # on interface X1" or "Botnet Filter: WAN connection dropped", dropped means blocked.
-def _type_rules(state: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
-    return (
-        (
-            "license_expiring",
-            _rule(r"\blicen[cs]es?\b.{0,60}?\bexpir\w*", r"\bexpir\w*\b.{0,60}?\blicen[cs]es?\b"),
+type _Rules = tuple[tuple[str, re.Pattern[str]], ...]
+_SERVICE_RULES: _Rules = (
+    (
+        "license_expiring",
+        _rule(r"\blicen[cs]es?\b.{0,60}?\bexpir\w*", r"\bexpir\w*\b.{0,60}?\blicen[cs]es?\b"),
+    ),
+    ("atp_alert", _rule(r"\bATP\b", r"\badvanced\s+threat\b")),
+    ("botnet_alert", _rule(r"\bbotnets?\b")),
+    ("gav_alert", _rule(r"\bgateway\s+(?:AV|anti-?virus)\b", r"\bGAV\b")),
+    # 'IPs' (IP addresses) is not IPS, whatever the case of the rest.
+    ("ips_alert", _rule(r"\b(?-i:(?!IPs\b))IPS\b", r"\bintrusions?\b")),
+)
+_RESOURCE_RULES: _Rules = (
+    (
+        "high_cpu",
+        _rule(
+            r"\bhigh\s+CPU\b",
+            r"\bCPU\b.{0,30}?\b(?:usage|utili[sz]ation|load|high|threshold)\b",
         ),
-        ("atp_alert", _rule(r"\bATP\b", r"\badvanced\s+threat\b")),
-        ("botnet_alert", _rule(r"\bbotnets?\b")),
-        ("gav_alert", _rule(r"\bgateway\s+(?:AV|anti-?virus)\b", r"\bGAV\b")),
-        # 'IPs' (IP addresses) is not IPS, whatever the case of the rest.
-        ("ips_alert", _rule(r"\b(?-i:(?!IPs\b))IPS\b", r"\bintrusions?\b")),
+    ),
+    (
+        "high_memory",
+        _rule(
+            r"\b(?:high|low)\s+memory\b",
+            r"\bmemory\b.{0,30}?\b(?:usage|utili[sz]ation|high|threshold|exhaust\w*)\b",
+        ),
+    ),
+    (
+        "malware_detected",
+        # An 'Anti-Virus' product or its signatures are not a virus found.
+        _rule(r"(?<!anti-)(?<!anti)\b(?:malware|ransomware|virus|viruses|trojan|spyware|worm)\b"),
+    ),
+)
+
+
+def _link_rules(state: str) -> _Rules:
+    """The down types, for the link-state words `state` of a text's context."""
+    return (
         (
             "vpn_down",
             _rule(
@@ -106,27 +133,6 @@ def _type_rules(state: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
                 rf"\b{state}\b.{{0,30}}?\binterface\b",
             ),
         ),
-        (
-            "high_cpu",
-            _rule(
-                r"\bhigh\s+CPU\b",
-                r"\bCPU\b.{0,30}?\b(?:usage|utili[sz]ation|load|high|threshold)\b",
-            ),
-        ),
-        (
-            "high_memory",
-            _rule(
-                r"\b(?:high|low)\s+memory\b",
-                r"\bmemory\b.{0,30}?\b(?:usage|utili[sz]ation|high|threshold|exhaust\w*)\b",
-            ),
-        ),
-        (
-            "malware_detected",
-            # An 'Anti-Virus' product or its signatures are not a virus found.
-            _rule(
-                r"(?<!anti-)(?<!anti)\b(?:malware|ransomware|virus|viruses|trojan|spyware|worm)\b"
-            ),
-        ),
     )
 
 
@@ -139,8 +145,12 @@ def _down(*, sign_in: bool, traffic: bool) -> str:
 _CONTEXTS = [(sign_in, traffic) for sign_in in (False, True) for traffic in (False, True)]
 # By a text's context, (mentions a sign-in, mentions traffic): the type rules, where a link that
 # came back makes the down types as a down word does, and the down words alone.
-_TYPE_RULES = {
-    (sign_in, traffic): _type_rules(f"(?:{_down(sign_in=sign_in, traffic=traffic)}|{_BACK})")
+_TYPE_RULES: dict[tuple[bool, bool], _Rules] = {
+    (sign_in, traffic): (
+        *_SERVICE_RULES,
+        *_link_rules(f"(?:{_down(sign_in=sign_in, traffic=traffic)}|{_BACK})"),
+        *_RESOURCE_RULES,
+    )
     for sign_in, traffic in _CONTEXTS
 }
 _DOWN_WORDS = {
